@@ -1,0 +1,187 @@
+"""The exception tree of aiooss_resume.
+
+Misuse of the API raises builtins (``ValueError``, ``TypeError``, ``FileNotFoundError``).
+Failures of the world raise this tree::
+
+    OssError
+      ServiceError          OSS answered with an error document (status, code, request id...)
+        NoSuchUploadError     the upload id is gone (expired, aborted or completed)
+      TransportError        no complete HTTP response: connection refused/reset, timeout
+      ProtocolError         a response arrived but could not be understood (bad XML, bad header)
+      IntegrityError        a CRC-64 did not match: a part, or the whole object
+      CheckpointError       a checkpoint cannot be read, written or locked
+      FileChangedError      the source file changed while it was being uploaded
+      CredentialsError      no credentials could be found, or a provider failed
+
+A subclass exists only where code branches on it; everything else is an attribute.
+No secret ever appears in a message or a repr.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import final
+
+__all__ = [
+    "CheckpointError",
+    "CredentialsError",
+    "FileChangedError",
+    "IntegrityError",
+    "NoSuchUploadError",
+    "OssError",
+    "ProtocolError",
+    "ServiceError",
+    "TransportError",
+]
+
+
+class OssError(Exception):
+    """Root of every failure raised by aiooss_resume."""
+
+
+class ServiceError(OssError):
+    """OSS answered with an error.
+
+    Attributes:
+        status: the HTTP status code.
+        code: the OSS error code (``NoSuchUpload``, ``SlowDown`` ...), or ``""`` when the
+            response carried no error document.
+        message: OSS's human-readable message (informational; branch on ``code``).
+        request_id: the ``x-oss-request-id`` of the failed request (quote it to support).
+        ec: the detailed error code (``x-oss-ec`` / ``<EC>``), or ``""``.
+        host_id: the ``<HostId>`` element, or ``""``.
+        details: any further children of the error document (``StringToSign``...).
+        server_date: the response's ``Date`` header, used to correct clock skew.
+    """
+
+    status: int
+    code: str
+    message: str
+    request_id: str
+    ec: str
+    host_id: str
+    details: Mapping[str, str]
+    server_date: str
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str = "",
+        request_id: str = "",
+        *,
+        ec: str = "",
+        host_id: str = "",
+        details: Mapping[str, str] | None = None,
+        server_date: str = "",
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+        self.ec = ec
+        self.host_id = host_id
+        self.details = dict(details or {})
+        self.server_date = server_date
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        text = f"OSS error {self.status} {self.code or '(no code)'}"
+        if self.message:
+            text += f": {self.message}"
+        if self.request_id:
+            text += f" (request id {self.request_id})"
+        if self.ec:
+            text += f" [ec {self.ec}]"
+        return text
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (
+            _rebuild_service_error,
+            (
+                type(self),
+                self.status,
+                self.code,
+                self.message,
+                self.request_id,
+                self.ec,
+                self.host_id,
+                dict(self.details),
+                self.server_date,
+            ),
+        )
+
+
+def _rebuild_service_error(
+    cls: type[ServiceError],
+    status: int,
+    code: str,
+    message: str,
+    request_id: str,
+    ec: str,
+    host_id: str,
+    details: dict[str, str],
+    server_date: str,
+) -> ServiceError:
+    return cls(
+        status,
+        code,
+        message,
+        request_id,
+        ec=ec,
+        host_id=host_id,
+        details=details,
+        server_date=server_date,
+    )
+
+
+@final
+class NoSuchUploadError(ServiceError):
+    """The multipart upload id is unknown to OSS: expired, aborted or already completed."""
+
+
+@final
+class TransportError(OssError):
+    """No complete HTTP response was received (connection failure, reset or timeout)."""
+
+
+@final
+class ProtocolError(OssError):
+    """A response was received but is not what the OSS protocol allows (malformed XML...)."""
+
+
+@final
+class IntegrityError(OssError):
+    """A CRC-64 computed locally differs from the one OSS reported.
+
+    Attributes:
+        expected: the CRC computed from the local bytes.
+        actual: the CRC reported by OSS (``None`` if absent).
+    """
+
+    def __init__(self, message: str, *, expected: int, actual: int | None) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.actual = actual
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_integrity_error, (str(self), self.expected, self.actual))
+
+
+def _rebuild_integrity_error(message: str, expected: int, actual: int | None) -> IntegrityError:
+    return IntegrityError(message, expected=expected, actual=actual)
+
+
+@final
+class CheckpointError(OssError):
+    """A checkpoint file cannot be written, read or locked."""
+
+
+@final
+class FileChangedError(OssError):
+    """The source file changed while it was being uploaded; nothing was completed."""
+
+
+@final
+class CredentialsError(OssError):
+    """No usable credentials: none given, none in the environment, or a provider failed."""
