@@ -1,0 +1,50 @@
+"""A local Alibaba Cloud OSS emulator for tests and benchmarks.
+
+``OssServer`` (async context manager) and ``ThreadedOssServer`` (sync, own thread) speak the
+OSS wire protocol on 127.0.0.1: V1/V4 signatures, multipart uploads, persistent storage under a
+root directory, and fault injection (``Fault``, ``FaultPlan``). See ``docs/testing.md``.
+"""
+
+from __future__ import annotations
+
+from ._faults import (
+    ChaosKind,
+    Fault,
+    FaultContext,
+    FaultHandle,
+    FaultHook,
+    FaultPlan,
+    FaultRecord,
+    parse_fault_spec,
+)
+from ._server import (
+    DEFAULT_ACCESS_KEY_ID,
+    DEFAULT_ACCESS_KEY_SECRET,
+    DEFAULT_REGION,
+    OssServer,
+    RequestRecord,
+    ServerCredentials,
+    ServerStats,
+    ThreadedOssServer,
+)
+from ._store import ObjectMeta
+
+__all__ = [
+    "DEFAULT_ACCESS_KEY_ID",
+    "DEFAULT_ACCESS_KEY_SECRET",
+    "DEFAULT_REGION",
+    "ChaosKind",
+    "Fault",
+    "FaultContext",
+    "FaultHandle",
+    "FaultHook",
+    "FaultPlan",
+    "FaultRecord",
+    "ObjectMeta",
+    "OssServer",
+    "RequestRecord",
+    "ServerCredentials",
+    "ServerStats",
+    "ThreadedOssServer",
+    "parse_fault_spec",
+]

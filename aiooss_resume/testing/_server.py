@@ -1,0 +1,1408 @@
+"""The local OSS emulator: an aiohttp server speaking the OSS wire protocol.
+
+Theory of operation
+-------------------
+One low-level ``aiohttp.web.Server`` handler serves every request, because OSS routes on the
+*raw* request target and the query (spec 11.2), not on URL patterns. Per request:
+
+1. Parse the raw target into bucket, key and decoded query (``_protocol.parse_target``) and
+   pick the operation (``_protocol.route``). Validate the bucket name.
+2. Authenticate (``_auth.verify_request``: V1 or V4, STS token, clock skew), with the
+   server's clock.
+3. Resolve the bucket: fixed list (unknown gives ``NoSuchBucket``) or created on first use.
+   Validate the key.
+4. Ask the fault plan (``_faults``) what to do to this request, then run the operation,
+   streaming any body to the store in 1 MiB pieces hashed off the event loop.
+5. Every answer carries ``x-oss-request-id`` (24 upper-case hex), ``Date`` (server clock) and
+   ``Server: AliyunOSS``; errors are OSS error documents (or, for HEAD, the ``x-oss-err``
+   header) with ``x-oss-ec``.
+
+A known-bad request always ends as an :class:`~._protocol.OssHttpError`, never as a 500:
+anything else escaping an operation is a bug of the emulator, logged with its traceback,
+answered as 500 ``InternalError`` and counted in ``stats.internal_errors`` so tests can assert
+it never happens.
+
+Each finished request appends a :class:`RequestRecord` to ``requests`` and updates ``stats``
+(count and in-flight peak per operation). :class:`ThreadedOssServer` runs the same server on
+its own event loop in a background thread, for synchronous code such as the official SDKs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hashlib
+import logging
+import re
+import secrets
+import shutil
+import tempfile
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Final, NamedTuple, final
+
+from aiohttp import web
+
+from .._errors import ProtocolError
+from .._models import (
+    CompleteResult,
+    ErrorDocument,
+    InitiateResult,
+    ListPartsResult,
+    ListUploadsResult,
+    PartInfo,
+    UploadSummary,
+)
+from .._signing import format_http_date, uri_encode
+from .._xml import (
+    decode_complete_request,
+    encode_complete_result,
+    encode_error,
+    encode_initiate_result,
+    encode_list_parts_result,
+    encode_list_uploads_result,
+)
+from ._auth import AuthConfig, headers_for_signing, verify_request
+from ._faults import Effect, FaultContext, FaultPlan
+from ._protocol import (
+    MAX_OBJECT_SIZE,
+    MAX_PART_NUMBER,
+    MIN_PART_SIZE,
+    OssHttpError,
+    Target,
+    parse_target,
+    route,
+    validate_bucket_name,
+    validate_key,
+)
+from ._store import (
+    BodyResult,
+    BodyWriter,
+    ObjectMeta,
+    PartMeta,
+    Store,
+    StoreMode,
+    UploadMeta,
+    iso8601_ms,
+)
+
+__all__ = [
+    "DEFAULT_ACCESS_KEY_ID",
+    "DEFAULT_ACCESS_KEY_SECRET",
+    "DEFAULT_REGION",
+    "OssServer",
+    "RequestRecord",
+    "ServerCredentials",
+    "ServerStats",
+    "ThreadedOssServer",
+]
+
+log = logging.getLogger("aiooss_resume.testing")
+
+DEFAULT_ACCESS_KEY_ID: Final = "AKIDEXAMPLEEMULATOR0001"
+"""The emulator's fixed demo AccessKey ID (never valid anywhere else)."""
+DEFAULT_ACCESS_KEY_SECRET: Final = "EmulatorSecretKeyEXAMPLEnotARealSecret00"
+"""The emulator's fixed demo AccessKey secret."""
+DEFAULT_REGION: Final = "cn-hangzhou"
+
+_CHUNK: Final = 1024 * 1024
+_MAX_COMPLETE_BODY: Final = 4 * 1024 * 1024  # 10,000 parts need ~1 MB of XML
+_XMLNS: Final = b' xmlns="http://doc.oss-cn-hangzhou.aliyuncs.com"'
+_ROOT_TAG: Final = re.compile(rb"^((?:<\?xml[^>]*\?>)?\s*<[A-Za-z][A-Za-z0-9]*)")
+
+# Initiate/PutObject headers that become object metadata (spec 9).
+_OBJECT_HEADERS: Final = frozenset(
+    {
+        "content-type",
+        "cache-control",
+        "content-disposition",
+        "content-encoding",
+        "content-language",
+        "expires",
+        "x-oss-storage-class",
+        "x-oss-server-side-encryption",
+        "x-oss-server-side-data-encryption",
+        "x-oss-server-side-encryption-key-id",
+        "x-oss-object-acl",
+        "x-oss-tagging",
+        "x-oss-forbid-overwrite",
+    }
+)
+_SSE_HEADERS: Final = (
+    "x-oss-server-side-encryption",
+    "x-oss-server-side-data-encryption",
+    "x-oss-server-side-encryption-key-id",
+)
+# Metadata returned by HeadObject/GetObject under their usual spelling.
+_HEAD_ECHO: Final = (
+    ("content-type", "Content-Type"),
+    ("cache-control", "Cache-Control"),
+    ("content-disposition", "Content-Disposition"),
+    ("content-encoding", "Content-Encoding"),
+    ("content-language", "Content-Language"),
+    ("expires", "Expires"),
+    *((name, name) for name in _SSE_HEADERS),
+)
+
+
+class ServerCredentials(NamedTuple):
+    """The credentials the emulator accepts (plain strings)."""
+
+    access_key_id: str
+    access_key_secret: str
+    security_token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One request as the emulator saw it, appended to ``server.requests`` when answered.
+
+    ``status`` is 0 and ``code`` names the fault when the connection was dropped instead of
+    answered; ``faults`` lists the fault rules that fired on it.
+    """
+
+    operation: str
+    method: str
+    bucket: str | None
+    key: str | None
+    part_number: int | None
+    upload_id: str | None
+    status: int
+    code: str
+    bytes_received: int
+    request_id: str
+    raw_target: str = ""
+    faults: tuple[str, ...] = ()
+
+
+@dataclass
+class ServerStats:
+    """Counters per operation. ``peak_in_flight`` is the most concurrent requests seen.
+
+    An operation is in flight from the end of authentication to the end of its answer, so
+    the UploadPart peak equals the number of parts a client really sends at once.
+    """
+
+    requests: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    in_flight: Counter[str] = field(default_factory=Counter)
+    peak_in_flight: Counter[str] = field(default_factory=Counter)
+    bytes_received: int = 0
+    internal_errors: int = 0
+
+    def reset(self) -> None:
+        """Zero every counter (in-flight counts of running requests are kept)."""
+        self.requests.clear()
+        self.errors.clear()
+        self.peak_in_flight = Counter(self.in_flight)
+        self.bytes_received = 0
+        self.internal_errors = 0
+
+
+class _Dropped(Exception):
+    """The connection was closed on purpose (fault): nothing more is to be sent."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class _Ctx:
+    request: web.BaseRequest
+    request_id: str
+    operation: str = "Unknown"
+    bucket: str | None = None
+    key: str | None = None
+    part_number: int | None = None
+    upload_id: str | None = None
+    bytes_received: int = 0
+    effect: Effect | None = None
+
+
+def _part_number_value(target: Target) -> int | None:
+    raw = target.query_map.get("partNumber")
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        return None
+
+
+def _bool_header(value: str | None) -> bool:
+    return (value or "").strip().lower() == "true"
+
+
+def _etag_matches(stored: str, given: str) -> bool:
+    # spec 5.6 step 4: compare case-insensitively with the quotes optional.
+    return stored.strip().strip('"').upper() == given.strip().strip('"').upper()
+
+
+def _http_date(timestamp: float) -> str:
+    return format_datetime(datetime.fromtimestamp(int(timestamp), UTC), usegmt=True)
+
+
+def _parse_range(value: str, size: int) -> tuple[int, int] | None:
+    """``Range: bytes=a-b | a- | -n`` as (start, end inclusive); None means "whole object".
+
+    Raises InvalidRange (416) when syntactically fine but unsatisfiable. Malformed or
+    multi-range values are ignored, as OSS does.
+    """
+    match = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", value)
+    if match is None or (not match.group(1) and not match.group(2)):
+        return None
+    first, last = match.group(1), match.group(2)
+    if not first:
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise OssHttpError("InvalidRange", details={"RangeRequested": value})
+        return max(0, size - suffix), size - 1
+    start = int(first)
+    end = int(last) if last else size - 1
+    if end < start:
+        return None  # invalid range spec: OSS ignores it and sends the whole object
+    if start >= size:
+        raise OssHttpError("InvalidRange", details={"RangeRequested": value})
+    return start, min(end, size - 1)
+
+
+@final
+class OssServer:
+    """A local OSS-compatible server (async context manager).
+
+    ``async with OssServer(root=tmp) as server:`` starts it on ``host:port`` (port 0 picks a
+    free one) and exposes ``endpoint``, ``credentials``, ``region``, ``faults``,
+    ``requests`` and ``stats``. Without ``root`` a temporary directory is used and removed on
+    exit. See ``docs/testing.md``.
+    """
+
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        access_key_id: str = DEFAULT_ACCESS_KEY_ID,
+        access_key_secret: str = DEFAULT_ACCESS_KEY_SECRET,
+        security_token: str | None = None,
+        region: str = DEFAULT_REGION,
+        buckets: Iterable[str] | None = None,
+        store: StoreMode = "disk",
+        clock: Callable[[], datetime] | None = None,
+        max_skew: timedelta = timedelta(minutes=15),
+        list_parts_page_size: int | None = None,
+        namespace_xml: bool = False,
+        virtual_host_base: str | None = "localhost",
+    ) -> None:
+        if store not in ("disk", "discard"):
+            raise ValueError("store must be 'disk' or 'discard'")
+        if list_parts_page_size is not None and not 1 <= list_parts_page_size <= 1000:
+            raise ValueError("list_parts_page_size must be within 1..1000")
+        self._root_arg = Path(root) if root is not None else None
+        self._host = host
+        self._port = port
+        self._credentials = ServerCredentials(access_key_id, access_key_secret, security_token)
+        self._region = region
+        self._fixed_buckets = None if buckets is None else tuple(buckets)
+        for bucket in self._fixed_buckets or ():
+            try:
+                validate_bucket_name(bucket)
+            except OssHttpError:
+                raise ValueError(f"invalid bucket name {bucket!r}") from None
+        self._store_mode: StoreMode = store
+        self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
+        """The server's clock; replace it at any time to simulate skew."""
+        self.max_skew = max_skew
+        self.list_parts_page_size = list_parts_page_size
+        self.namespace_xml = namespace_xml
+        self._virtual_host_base = virtual_host_base
+        self.faults = FaultPlan()
+        self.requests: list[RequestRecord] = []
+        self.stats = ServerStats()
+        self._store: Store | None = None
+        self._root: Path | None = None
+        self._temp_root = False
+        self._runner: web.ServerRunner | None = None
+        self._bound_port: int | None = None
+        self._closing: asyncio.Event | None = None
+
+    # -- lifecycle
+
+    async def start(self) -> None:
+        """Start listening. Prefer ``async with``."""
+        if self._runner is not None:
+            raise RuntimeError("server already started")
+        loop = asyncio.get_running_loop()
+        if self._root_arg is None:
+            self._root = Path(
+                await loop.run_in_executor(None, lambda: tempfile.mkdtemp(prefix="oss-emulator-"))
+            )
+            self._temp_root = True
+        else:
+            self._root = self._root_arg
+        store = Store(self._root, self._store_mode)
+        await loop.run_in_executor(None, store.open_sync)
+        for bucket in self._fixed_buckets or ():
+            await loop.run_in_executor(None, store.create_bucket_sync, bucket)
+        self._store = store
+        self._closing = asyncio.Event()
+        server = web.Server(
+            self._handle,
+            access_log=None,
+            # Content-Encoding is object metadata in OSS: bodies are stored as sent.
+            auto_decompress=False,
+            lingering_time=5.0,
+        )
+        runner = web.ServerRunner(server, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, self._host, self._port, shutdown_timeout=1.0)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        for address in runner.addresses:
+            if isinstance(address, tuple):
+                self._bound_port = int(address[1])
+                break
+        log.info("OSS emulator listening on %s (root %s)", self.endpoint, self._root)
+
+    async def aclose(self) -> None:
+        """Stop serving: stalled requests are released, open connections closed."""
+        if self._closing is not None:
+            self._closing.set()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+        if self._temp_root and self._root is not None:
+            root = self._root
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: shutil.rmtree(root, ignore_errors=True)
+            )
+            self._temp_root = False
+
+    async def __aenter__(self) -> OssServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- public properties
+
+    @property
+    def endpoint(self) -> str:
+        """``http://HOST:PORT``: give this to a client as its endpoint."""
+        if self._bound_port is None:
+            raise RuntimeError("server not started")
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self._bound_port}"
+
+    @property
+    def host(self) -> str:
+        return self._host
+
+    @property
+    def port(self) -> int:
+        if self._bound_port is None:
+            raise RuntimeError("server not started")
+        return self._bound_port
+
+    @property
+    def credentials(self) -> ServerCredentials:
+        return self._credentials
+
+    @property
+    def region(self) -> str:
+        return self._region
+
+    @property
+    def root(self) -> Path:
+        """The directory holding every object and upload."""
+        if self._root is None:
+            raise RuntimeError("server not started")
+        return self._root
+
+    @property
+    def store_mode(self) -> StoreMode:
+        return self._store_mode
+
+    # -- assertion helpers (synchronous: small file reads, for tests)
+
+    def _require_store(self) -> Store:
+        if self._store is None:
+            raise RuntimeError("server not started")
+        return self._store
+
+    def object_info(self, bucket: str, key: str) -> ObjectMeta | None:
+        """The stored metadata of an object (size, ETag, CRC-64, headers), or None."""
+        return self._require_store()._read_object_sync(bucket, key)
+
+    def object_path(self, bucket: str, key: str) -> Path:
+        """The file holding an object's bytes; ``FileNotFoundError`` if there is none."""
+        path = self._require_store().object_data_path(bucket, key)
+        if path is None:
+            raise FileNotFoundError(f"no stored bytes for oss://{bucket}/{key}")
+        return path
+
+    def read_object(self, bucket: str, key: str) -> bytes:
+        """An object's bytes; ``FileNotFoundError`` if missing (or with ``store='discard'``)."""
+        return self.object_path(bucket, key).read_bytes()
+
+    def list_uploads(self, bucket: str) -> list[UploadSummary]:
+        """The open multipart uploads of ``bucket``, sorted by key then upload id."""
+        return [
+            UploadSummary(u.key, u.upload_id, iso8601_ms(u.initiated))
+            for u in self._require_store().list_uploads_sync(bucket)
+        ]
+
+    def list_parts(self, bucket: str, upload_id: str) -> list[PartInfo]:
+        """The parts uploaded so far to an open upload (empty if it is unknown)."""
+        store = self._require_store()
+        state = store._load_upload_sync(bucket, upload_id)
+        if state is None:
+            return []
+        return [
+            PartInfo(p.part_number, p.etag, p.size, p.crc64, iso8601_ms(p.last_modified))
+            for p in sorted(state.parts.values(), key=lambda p: p.part_number)
+        ]
+
+    # -- request handling
+
+    def _now(self) -> datetime:
+        now = self.clock()
+        return now if now.tzinfo is not None else now.replace(tzinfo=UTC)
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        ctx = _Ctx(request=request, request_id=secrets.token_hex(12).upper())
+        response: web.StreamResponse | None = None
+        code = ""
+        tracked = False
+        try:
+            try:
+                target = parse_target(request.raw_path, request.host, self._virtual_host_base)
+                ctx.bucket, ctx.key = target.bucket, target.key
+                ctx.upload_id = target.query_map.get("uploadId")
+                ctx.part_number = _part_number_value(target)
+                ctx.operation = route(request.method, target)
+                assert target.bucket is not None  # route() refuses service-level requests
+                validate_bucket_name(target.bucket)
+                headers = headers_for_signing(request.headers.items())
+                verify_request(
+                    method=request.method,
+                    bucket=target.bucket,
+                    key=target.key,
+                    query=target.query,
+                    headers=headers,
+                    config=AuthConfig(
+                        self._credentials.access_key_id,
+                        self._credentials.access_key_secret,
+                        self._region,
+                        self._credentials.security_token,
+                        self.max_skew,
+                    ),
+                    now=self._now(),
+                )
+                await self._resolve_bucket(target.bucket, ctx.operation)
+                if target.key is not None:
+                    validate_key(target.key)
+                ctx.effect = self.faults.evaluate(ctx.operation, ctx.part_number, ctx.request_id)
+                self.stats.in_flight[ctx.operation] += 1
+                tracked = True
+                self.stats.peak_in_flight[ctx.operation] = max(
+                    self.stats.peak_in_flight[ctx.operation],
+                    self.stats.in_flight[ctx.operation],
+                )
+                response = await self._run_operation(ctx, target, headers)
+            except OssHttpError as error:
+                code = error.code
+                response = self._error_response(ctx, error)
+            except _Dropped:
+                raise
+            except (ConnectionError, asyncio.CancelledError):
+                raise
+            except Exception as exc:
+                # An emulator bug, not a client error: log it and answer as OSS would.
+                log.exception("emulator internal error on %s %s", request.method, request.path)
+                self.stats.internal_errors += 1
+                code = "InternalError"
+                response = self._error_response(
+                    ctx, OssHttpError("InternalError", f"Emulator bug: {type(exc).__name__}")
+                )
+        except _Dropped as dropped:
+            code = dropped.reason
+            self._abort(request)
+            response = None
+        except ConnectionError:
+            code = "ConnectionError"
+            response = None
+        finally:
+            if tracked:
+                self.stats.in_flight[ctx.operation] -= 1
+            status = response.status if response is not None else 0
+            self.stats.requests[ctx.operation] += 1
+            self.stats.bytes_received += ctx.bytes_received
+            if status >= 300 or status == 0:
+                self.stats.errors[ctx.operation] += 1
+            self.requests.append(
+                RequestRecord(
+                    operation=ctx.operation,
+                    method=request.method,
+                    bucket=ctx.bucket,
+                    key=ctx.key,
+                    part_number=ctx.part_number,
+                    upload_id=ctx.upload_id,
+                    status=status,
+                    code=code,
+                    bytes_received=ctx.bytes_received,
+                    request_id=ctx.request_id,
+                    raw_target=request.raw_path,
+                    faults=tuple(ctx.effect.fired) if ctx.effect is not None else (),
+                )
+            )
+        if response is None:
+            # The transport is already closed; aiohttp discards whatever is returned.
+            return web.Response(status=499)
+        return response
+
+    @staticmethod
+    def _abort(request: web.BaseRequest) -> None:
+        transport = request.transport
+        if transport is not None:
+            transport.abort()
+
+    async def _resolve_bucket(self, bucket: str, operation: str) -> None:
+        store = self._require_store()
+        if self._fixed_buckets is not None:
+            if bucket not in self._fixed_buckets:
+                raise OssHttpError("NoSuchBucket", details={"BucketName": bucket})
+            return
+        await store.ensure_bucket(bucket)
+
+    # -- responses
+
+    def _base_headers(self, ctx: _Ctx) -> dict[str, str]:
+        return {
+            "x-oss-request-id": ctx.request_id,
+            "Date": format_http_date(self._now()),
+            "Server": "AliyunOSS",
+        }
+
+    def _xml(self, body: bytes) -> bytes:
+        if self.namespace_xml:
+            return _ROOT_TAG.sub(lambda m: m.group(1) + _XMLNS, body, count=1)
+        return body
+
+    def _host_id(self, ctx: _Ctx) -> str:
+        host = ctx.request.host.rsplit(":", 1)[0] if ctx.request.host else self._host
+        return f"{ctx.bucket}.{host}" if ctx.bucket else host
+
+    def _error_response(self, ctx: _Ctx, error: OssHttpError) -> web.Response:
+        doc = ErrorDocument(
+            code=error.code,
+            message=error.message,
+            request_id=ctx.request_id,
+            host_id=self._host_id(ctx),
+            ec=error.ec,
+            details=error.details,
+        )
+        try:
+            body = encode_error(doc)
+        except ValueError:
+            # a detail XML cannot carry (a key with control characters): leave details out
+            body = encode_error(
+                ErrorDocument(doc.code, doc.message, doc.request_id, doc.host_id, doc.ec)
+            )
+        body = self._xml(body)
+        headers = self._base_headers(ctx)
+        headers.update(error.headers)
+        headers["x-oss-ec"] = error.ec
+        if ctx.request.method == "HEAD":
+            headers["x-oss-err"] = base64.b64encode(body).decode("ascii")
+            return web.Response(status=error.status, headers=headers)
+        headers["Content-Type"] = "application/xml"
+        return web.Response(status=error.status, body=body, headers=headers)
+
+    def _xml_response(self, ctx: _Ctx, body: bytes, headers: Mapping[str, str] = {}) -> web.Response:
+        all_headers = self._base_headers(ctx)
+        all_headers.update(headers)
+        all_headers["Content-Type"] = "application/xml"
+        return web.Response(status=200, body=self._xml(body), headers=all_headers)
+
+    def _apply_response_faults(self, ctx: _Ctx, headers: dict[str, str]) -> None:
+        effect = ctx.effect
+        if effect is None:
+            return
+        crc = headers.get("x-oss-hash-crc64ecma")
+        if crc is not None and effect.wrong_crc:
+            headers["x-oss-hash-crc64ecma"] = str((int(crc) ^ 0x5A5A) & 0xFFFFFFFFFFFFFFFF)
+        if effect.omit_crc:
+            headers.pop("x-oss-hash-crc64ecma", None)
+
+    # -- the operations
+
+    async def _run_operation(
+        self, ctx: _Ctx, target: Target, headers: Mapping[str, str]
+    ) -> web.StreamResponse:
+        effect = ctx.effect
+        if effect is not None:
+            if effect.delay:
+                await asyncio.sleep(effect.delay)
+            if effect.stall is not None:
+                assert self._closing is not None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), effect.stall)
+                raise _Dropped("stall")
+            for hook in effect.hooks:
+                hooked = await hook(
+                    FaultContext(
+                        operation=ctx.operation,
+                        method=ctx.request.method,
+                        bucket=ctx.bucket,
+                        key=ctx.key,
+                        part_number=ctx.part_number,
+                        upload_id=ctx.upload_id,
+                        request_id=ctx.request_id,
+                        request=ctx.request,
+                    )
+                )
+                if hooked is not None:
+                    return hooked
+            if effect.error is not None or effect.reset_after_bytes is not None:
+                await self._drain(ctx)
+                if effect.error is not None:
+                    status, code, message = effect.error
+                    raise OssHttpError(code, message, status=status)
+        operation = ctx.operation
+        if operation == "PutBucket":
+            return self._plain(ctx, 200)
+        if operation == "PutObject":
+            response = await self._put_object(ctx, target, headers)
+        elif operation == "GetObject":
+            return await self._get_object(ctx, target, headers, head=False)
+        elif operation == "HeadObject":
+            return await self._get_object(ctx, target, headers, head=True)
+        elif operation == "DeleteObject":
+            assert target.bucket is not None and target.key is not None
+            await self._require_store().delete_object(target.bucket, target.key)
+            response = self._plain(ctx, 204)
+        elif operation == "InitiateMultipartUpload":
+            response = await self._initiate(ctx, target, headers)
+        elif operation == "UploadPart":
+            response = await self._upload_part(ctx, target, headers)
+        elif operation == "ListParts":
+            response = await self._list_parts(ctx, target)
+        elif operation == "CompleteMultipartUpload":
+            response = await self._complete(ctx, target, headers)
+        elif operation == "AbortMultipartUpload":
+            response = await self._abort_upload(ctx, target)
+        elif operation == "ListMultipartUploads":
+            response = await self._list_uploads(ctx, target)
+        else:  # pragma: no cover - route() only returns the names above
+            raise OssHttpError("NotImplemented")
+        if effect is not None and effect.drop_response:
+            raise _Dropped("drop_response")
+        return response
+
+    def _plain(self, ctx: _Ctx, status: int, headers: Mapping[str, str] = {}) -> web.Response:
+        all_headers = self._base_headers(ctx)
+        all_headers.update(headers)
+        self._apply_response_faults(ctx, all_headers)
+        return web.Response(status=status, headers=all_headers)
+
+    async def _throttle(self, ctx: _Ctx, started: float, done: int) -> None:
+        rate = ctx.effect.throttle_bytes_per_sec if ctx.effect is not None else None
+        if rate:
+            loop = asyncio.get_running_loop()
+            ahead = started + done / rate - loop.time()
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+
+    async def _drain(self, ctx: _Ctx) -> None:
+        """Read and drop the body (honouring reset_after_bytes and throttle)."""
+        reset_at = ctx.effect.reset_after_bytes if ctx.effect is not None else None
+        started = asyncio.get_running_loop().time()
+        if reset_at == 0:
+            raise _Dropped("reset_after_bytes")
+        while True:
+            chunk = await ctx.request.content.readany()
+            if not chunk:
+                break
+            ctx.bytes_received += len(chunk)
+            if reset_at is not None and ctx.bytes_received >= reset_at:
+                raise _Dropped("reset_after_bytes")
+            await self._throttle(ctx, started, ctx.bytes_received)
+        if reset_at is not None:
+            # the body was shorter than the reset point: reset at its end anyway
+            raise _Dropped("reset_after_bytes")
+
+    def _check_length(self, ctx: _Ctx, limit: int) -> None:
+        request = ctx.request
+        length = request.content_length
+        chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+        if length is None and not chunked:
+            raise OssHttpError("MissingContentLength")
+        if length is not None and length > limit:
+            raise OssHttpError(
+                "EntityTooLarge",
+                details={"MaxSizeAllowed": str(limit), "ProposedSize": str(length)},
+                headers={"Connection": "close"},
+            )
+
+    async def _receive_body(self, ctx: _Ctx, limit: int = MAX_OBJECT_SIZE) -> BodyResult:
+        """Stream the body into the store: 1 MiB pieces, hashed and written off the loop.
+
+        The previous piece is written while the next one is read, so at most two pieces
+        (plus aiohttp's own read buffer) are in memory per request.
+        """
+        self._check_length(ctx, limit)
+        store = self._require_store()
+        writer = await store.new_body_writer()
+        loop = asyncio.get_running_loop()
+        pending: asyncio.Future[None] | None = None
+        reset_at = ctx.effect.reset_after_bytes if ctx.effect is not None else None
+        started = loop.time()
+        buffer = bytearray()
+
+        async def flush(data: bytes, writer: BodyWriter = writer) -> None:
+            nonlocal pending
+            if pending is not None:
+                await pending
+            pending = loop.run_in_executor(None, writer.write, data)
+
+        try:
+            while True:
+                chunk = await ctx.request.content.readany()
+                if not chunk:
+                    break
+                ctx.bytes_received += len(chunk)
+                if reset_at is not None and ctx.bytes_received >= reset_at:
+                    raise _Dropped("reset_after_bytes")
+                if ctx.bytes_received > limit:
+                    raise OssHttpError(
+                        "EntityTooLarge",
+                        details={"MaxSizeAllowed": str(limit)},
+                        headers={"Connection": "close"},
+                    )
+                buffer += chunk
+                if len(buffer) >= _CHUNK:
+                    await flush(bytes(buffer))
+                    buffer.clear()
+                await self._throttle(ctx, started, ctx.bytes_received)
+            if buffer:
+                await flush(bytes(buffer))
+            if pending is not None:
+                await pending
+                pending = None
+            if reset_at is not None:
+                raise _Dropped("reset_after_bytes")
+            body = await store.finish(writer)
+        except BaseException:
+            if pending is not None:
+                with contextlib.suppress(Exception):
+                    await pending
+            await store.discard(writer)
+            raise
+        try:
+            self._check_md5(ctx, body.md5)
+        except OssHttpError:
+            await store.drop_body(body)
+            raise
+        return body
+
+    @staticmethod
+    def _check_md5(ctx: _Ctx, md5: bytes) -> None:
+        given = ctx.request.headers.get("Content-MD5")
+        if given is None:
+            return
+        try:
+            decoded = base64.b64decode(given.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            decoded = b""
+        if len(decoded) != 16:
+            raise OssHttpError(
+                "InvalidDigest", "The Content-MD5 you specified is not valid.",
+                details={"Content-MD5": given},
+            )  # fmt: skip
+        if decoded != md5:
+            raise OssHttpError(
+                "InvalidDigest",
+                "The Content-MD5 you specified did not match what we received.",
+                details={"ExpectedContentMD5": given},
+            )
+
+    async def _put_object(
+        self, ctx: _Ctx, target: Target, headers: Mapping[str, str]
+    ) -> web.StreamResponse:
+        assert target.bucket is not None and target.key is not None
+        body = await self._receive_body(ctx)
+        metadata = {n: v for n, v in headers.items() if n in _OBJECT_HEADERS or n.startswith("x-oss-meta-")}
+        metadata.setdefault("content-type", "application/octet-stream")
+        stored = await self._require_store().put_object(
+            target.bucket,
+            target.key,
+            body,
+            metadata,
+            now=self._now().timestamp(),
+            forbid_overwrite=_bool_header(headers.get("x-oss-forbid-overwrite")),
+        )
+        if stored is None:
+            raise OssHttpError("FileAlreadyExists", details={"Key": target.key})
+        response_headers = {
+            "ETag": stored.etag,
+            "Content-MD5": stored.content_md5,
+            "x-oss-hash-crc64ecma": str(stored.crc64),
+        }
+        response_headers.update({n: metadata[n] for n in _SSE_HEADERS if n in metadata})
+        return self._plain(ctx, 200, response_headers)
+
+    def _object_headers(self, meta: ObjectMeta) -> dict[str, str]:
+        headers = {
+            "ETag": meta.etag,
+            "Last-Modified": _http_date(meta.last_modified),
+            "x-oss-object-type": meta.object_type,
+            "x-oss-storage-class": meta.headers.get("x-oss-storage-class", "Standard"),
+            "x-oss-hash-crc64ecma": str(meta.crc64),
+            "Accept-Ranges": "bytes",
+        }
+        if meta.content_md5:
+            headers["Content-MD5"] = meta.content_md5
+        for stored_name, wire_name in _HEAD_ECHO:
+            if stored_name in meta.headers:
+                headers[wire_name] = meta.headers[stored_name]
+        for name, value in meta.headers.items():
+            if name.startswith("x-oss-meta-"):
+                headers[name] = value
+        tagging = meta.headers.get("x-oss-tagging")
+        if tagging:
+            headers["x-oss-tagging-count"] = str(len([t for t in tagging.split("&") if t]))
+        return headers
+
+    async def _get_object(
+        self, ctx: _Ctx, target: Target, headers: Mapping[str, str], *, head: bool
+    ) -> web.StreamResponse:
+        assert target.bucket is not None and target.key is not None
+        store = self._require_store()
+        meta = await store.head_object(target.bucket, target.key)
+        if meta is None:
+            raise OssHttpError("NoSuchKey", details={"Key": target.key})
+        response_headers = self._base_headers(ctx)
+        response_headers.update(self._object_headers(meta))
+        self._apply_response_faults(ctx, response_headers)
+        start, end = 0, meta.size - 1
+        status = 200
+        if not head and "range" in headers:
+            selected = _parse_range(headers["range"], meta.size)
+            if selected is not None:
+                start, end = selected
+                status = 206
+                response_headers["Content-Range"] = f"bytes {start}-{end}/{meta.size}"
+        path: Path | None = None
+        if not head and meta.size:
+            if not meta.data_file:
+                raise OssHttpError(
+                    "NotImplemented",
+                    "GetObject is not available with store='discard': bodies are not kept.",
+                )
+            path = store.root / "buckets" / target.bucket / "objects" / meta.data_file
+        if ctx.effect is not None and ctx.effect.drop_response:
+            raise _Dropped("drop_response")
+        response = web.StreamResponse(status=status, headers=response_headers)
+        response.content_length = end - start + 1 if meta.size else 0
+        await response.prepare(ctx.request)
+        if path is not None:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            offset, sent = start, 0
+            while offset <= end:
+                data = await store.read_range(path, offset, min(_CHUNK, end - offset + 1))
+                if not data:  # the file shrank under us (replaced): nothing sane to send
+                    raise _Dropped("object replaced while reading")
+                await response.write(data)
+                offset += len(data)
+                sent += len(data)
+                await self._throttle(ctx, started, sent)
+        await response.write_eof()
+        return response
+
+    async def _initiate(
+        self, ctx: _Ctx, target: Target, headers: Mapping[str, str]
+    ) -> web.StreamResponse:
+        assert target.bucket is not None and target.key is not None
+        await self._drain_small(ctx)
+        metadata = {n: v for n, v in headers.items() if n in _OBJECT_HEADERS or n.startswith("x-oss-meta-")}
+        meta = await self._require_store().create_upload(
+            target.bucket, target.key, metadata, now=self._now().timestamp()
+        )
+        body = self._encode_key_doc(
+            lambda url: encode_initiate_result(
+                InitiateResult(meta.bucket, meta.key, meta.upload_id), url_encode=url
+            ),
+            target,
+        )
+        response = self._xml_response(
+            ctx, body, {n: metadata[n] for n in _SSE_HEADERS if n in metadata}
+        )
+        return response
+
+    async def _drain_small(self, ctx: _Ctx) -> bytes:
+        """Read a small body (Complete XML, or the empty body of other requests)."""
+        data = bytearray()
+        while True:
+            chunk = await ctx.request.content.readany()
+            if not chunk:
+                break
+            ctx.bytes_received += len(chunk)
+            data += chunk
+            if len(data) > _MAX_COMPLETE_BODY:
+                raise OssHttpError(
+                    "EntityTooLarge",
+                    "The request body is too large.",
+                    headers={"Connection": "close"},
+                )
+        self._check_md5(ctx, hashlib.md5(bytes(data)).digest())
+        return bytes(data)
+
+    @staticmethod
+    def _encode_key_doc(encode: Callable[[bool], bytes], target: Target) -> bytes:
+        url = target.query_map.get("encoding-type", "").lower() == "url"
+        try:
+            return encode(url)
+        except ValueError:
+            # A key XML 1.0 cannot carry (control characters) is sent percent-encoded.
+            return encode(True)
+
+    def _require_upload_id(self, target: Target) -> str:
+        upload_id = target.query_map.get("uploadId", "")
+        if not upload_id:
+            raise OssHttpError("NoSuchUpload", details={"UploadId": upload_id})
+        return upload_id
+
+    async def _upload_part(
+        self, ctx: _Ctx, target: Target, headers: Mapping[str, str]
+    ) -> web.StreamResponse:
+        assert target.bucket is not None and target.key is not None
+        raw_number = target.query_map.get("partNumber", "")
+        number = ctx.part_number
+        if number is None or not 1 <= number <= MAX_PART_NUMBER or not raw_number.isdigit():
+            raise OssHttpError(
+                "InvalidArgument",
+                "Part number must be an integer between 1 and 10000, inclusive.",
+                details={"ArgumentName": "partNumber", "ArgumentValue": raw_number},
+            )
+        upload_id = self._require_upload_id(target)
+        store = self._require_store()
+        upload = await store.get_upload(target.bucket, target.key, upload_id)
+        if upload is None:
+            raise OssHttpError("NoSuchUpload", details={"UploadId": upload_id})
+        body = await self._receive_body(ctx)
+        part = await store.put_part(
+            target.bucket, target.key, upload_id, number, body, self._now().timestamp()
+        )
+        if part is None:
+            raise OssHttpError("NoSuchUpload", details={"UploadId": upload_id})
+        response_headers = {
+            "ETag": part.etag,
+            "Content-MD5": body.content_md5,
+            "x-oss-hash-crc64ecma": str(part.crc64),
+        }
+        response_headers.update({n: upload.headers[n] for n in _SSE_HEADERS if n in upload.headers})
+        return self._plain(ctx, 200, response_headers)
+
+    @staticmethod
+    def _int_param(target: Target, name: str, default: int, *, minimum: int) -> int:
+        raw = target.query_map.get(name, "")
+        if raw == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise OssHttpError(
+                "InvalidArgument",
+                f"Argument {name} must be an integer >= {minimum}.",
+                details={"ArgumentName": name, "ArgumentValue": raw},
+            )
+        return value
+
+    async def _list_parts(self, ctx: _Ctx, target: Target) -> web.StreamResponse:
+        assert target.bucket is not None and target.key is not None
+        upload_id = self._require_upload_id(target)
+        store = self._require_store()
+        upload = await store.get_upload(target.bucket, target.key, upload_id)
+        parts = await store.list_parts(target.bucket, target.key, upload_id)
+        if upload is None or parts is None:
+            raise OssHttpError("NoSuchUpload", details={"UploadId": upload_id})
+        # spec 5.5: default and maximum 1000 (larger values are clamped).
+        max_parts = min(self._int_param(target, "max-parts", 1000, minimum=1), 1000)
+        if self.list_parts_page_size is not None:
+            max_parts = min(max_parts, self.list_parts_page_size)
+        marker = self._int_param(target, "part-number-marker", 0, minimum=0)
+        after = [p for p in parts if p.part_number > marker]
+        page = after[:max_parts]
+        result = ListPartsResult(
+            bucket=target.bucket,
+            key=target.key,
+            upload_id=upload_id,
+            part_number_marker=marker,
+            # spec 5.5: the last part number of the page even when not truncated; 0 if empty.
+            next_part_number_marker=page[-1].part_number if page else 0,
+            max_parts=max_parts,
+            is_truncated=len(after) > len(page),
+            parts=tuple(
+                PartInfo(p.part_number, p.etag, p.size, p.crc64, iso8601_ms(p.last_modified))
+                for p in page
+            ),
+            storage_class=upload.headers.get("x-oss-storage-class", "Standard"),
+        )
+        body = self._encode_key_doc(
+            lambda url: encode_list_parts_result(result, url_encode=url), target
+        )
+        return self._xml_response(ctx, body)
+
+    async def _complete(
+        self, ctx: _Ctx, target: Target, headers: Mapping[str, str]
+    ) -> web.StreamResponse:
+        bucket, key = target.bucket, target.key
+        assert bucket is not None and key is not None
+        upload_id = self._require_upload_id(target)
+        store = self._require_store()
+        # spec 5.6 check order: 1 NoSuchUpload, 2 MalformedXML, 3 InvalidPartOrder,
+        # 4 InvalidPart, 5 EntityTooSmall, 6 FileAlreadyExists.
+        if await store.get_upload(bucket, key, upload_id) is None:
+            raise OssHttpError("NoSuchUpload", details={"UploadId": upload_id})
+        body = await self._drain_small(ctx)
+        complete_all = headers.get("x-oss-complete-all", "").strip().lower() == "yes"
+        requested: list[tuple[int, str]] | None = None
+        if complete_all:
+            if body.strip():
+                raise OssHttpError(
+                    "InvalidArgument",
+                    "Should not specify both complete-all header and the part list.",
+                    details={"ArgumentName": "x-oss-complete-all", "ArgumentValue": "yes"},
+                )
+        else:
+            try:
+                requested = decode_complete_request(body) if body.strip() else []
+            except ProtocolError:
+                raise OssHttpError("MalformedXML") from None
+            if not requested:
+                raise OssHttpError("MalformedXML")
+
+        def select(uploaded: Mapping[int, PartMeta]) -> list[PartMeta]:
+            if requested is None:
+                chosen = [uploaded[n] for n in sorted(uploaded)]
+                if not chosen:
+                    raise OssHttpError("InvalidPart", "The upload has no parts to complete.")
+            else:
+                previous = 0
+                for number, _etag in requested:
+                    if not previous < number <= MAX_PART_NUMBER:
+                        raise OssHttpError("InvalidPartOrder")
+                    previous = number
+                chosen = []
+                for number, etag in requested:
+                    part = uploaded.get(number)
+                    if part is None or not _etag_matches(part.etag, etag):
+                        raise OssHttpError(
+                            "InvalidPart", details={"PartNumber": str(number), "ETag": etag}
+                        )
+                    chosen.append(part)
+            for part in chosen[:-1]:
+                if part.size < MIN_PART_SIZE:
+                    raise OssHttpError(
+                        "EntityTooSmall",
+                        details={
+                            "PartNumber": str(part.part_number),
+                            "ProposedSize": str(part.size),
+                            "MinSizeAllowed": str(MIN_PART_SIZE),
+                        },
+                    )
+            return chosen
+
+        def object_headers(upload: UploadMeta) -> dict[str, str]:
+            result = {n: v for n, v in upload.headers.items() if n != "x-oss-forbid-overwrite"}
+            result.setdefault("content-type", "application/octet-stream")
+            # spec 9: the SDKs send the ACL with Complete.
+            if "x-oss-object-acl" in headers:
+                result["x-oss-object-acl"] = headers["x-oss-object-acl"]
+            return result
+
+        def forbid(upload: UploadMeta) -> bool:
+            if "x-oss-forbid-overwrite" in headers:
+                return _bool_header(headers["x-oss-forbid-overwrite"])
+            return _bool_header(upload.headers.get("x-oss-forbid-overwrite"))
+
+        try:
+            stored = await store.complete(
+                bucket,
+                key,
+                upload_id,
+                select,
+                object_headers,
+                now=self._now().timestamp(),
+                forbid_overwrite=forbid,
+            )
+        except FileExistsError:
+            raise OssHttpError("FileAlreadyExists", details={"Key": key}) from None
+        if stored is None:
+            raise OssHttpError("NoSuchUpload", details={"UploadId": upload_id})
+        location = f"http://{ctx.request.host}/{bucket}/{uri_encode(key, keep_slash=True)}"
+        result = CompleteResult(bucket=bucket, key=key, etag=stored.etag, location=location)
+        xml = self._encode_key_doc(
+            lambda url: encode_complete_result(result, url_encode=url), target
+        )
+        response_headers = {"ETag": stored.etag, "x-oss-hash-crc64ecma": str(stored.crc64)}
+        response_headers.update(
+            {n: stored.headers[n] for n in _SSE_HEADERS if n in stored.headers}
+        )
+        self._apply_response_faults(ctx, response_headers)
+        return self._xml_response(ctx, xml, response_headers)
+
+    async def _abort_upload(self, ctx: _Ctx, target: Target) -> web.StreamResponse:
+        assert target.bucket is not None and target.key is not None
+        upload_id = self._require_upload_id(target)
+        await self._drain_small(ctx)
+        if not await self._require_store().abort(target.bucket, target.key, upload_id):
+            raise OssHttpError("NoSuchUpload", details={"UploadId": upload_id})
+        return self._plain(ctx, 204)
+
+    async def _list_uploads(self, ctx: _Ctx, target: Target) -> web.StreamResponse:
+        assert target.bucket is not None
+        q = target.query_map
+        prefix = q.get("prefix", "")
+        delimiter = q.get("delimiter", "")
+        key_marker = q.get("key-marker", "")
+        upload_id_marker = q.get("upload-id-marker", "")
+        max_uploads = min(self._int_param(target, "max-uploads", 1000, minimum=1), 1000)
+        uploads = await self._require_store().list_uploads(target.bucket)
+        selected: list[UploadSummary] = []
+        prefixes: list[str] = []
+        truncated = False
+        next_key, next_id = "", ""
+        for upload in uploads:
+            if not upload.key.startswith(prefix):
+                continue
+            if key_marker:
+                if upload.key < key_marker:
+                    continue
+                if upload.key == key_marker and (
+                    not upload_id_marker or upload.upload_id <= upload_id_marker
+                ):
+                    continue
+            common = None
+            if delimiter:
+                rest = upload.key[len(prefix) :]
+                index = rest.find(delimiter)
+                if index >= 0:
+                    common = prefix + rest[: index + len(delimiter)]
+                    if prefixes and prefixes[-1] == common:
+                        continue
+            if len(selected) + len(prefixes) >= max_uploads:
+                truncated = True
+                break
+            if common is not None:
+                prefixes.append(common)
+                next_key, next_id = common, ""
+            else:
+                selected.append(
+                    UploadSummary(upload.key, upload.upload_id, iso8601_ms(upload.initiated))
+                )
+                next_key, next_id = upload.key, upload.upload_id
+        result = ListUploadsResult(
+            bucket=target.bucket,
+            prefix=prefix,
+            delimiter=delimiter,
+            key_marker=key_marker,
+            upload_id_marker=upload_id_marker,
+            next_key_marker=next_key,
+            next_upload_id_marker=next_id,
+            max_uploads=max_uploads,
+            is_truncated=truncated,
+            uploads=tuple(selected),
+            common_prefixes=tuple(prefixes),
+        )
+        body = self._encode_key_doc(
+            lambda url: encode_list_uploads_result(result, url_encode=url), target
+        )
+        return self._xml_response(ctx, body)
+
+
+@final
+class ThreadedOssServer:
+    """:class:`OssServer` on its own event loop in a background thread (sync context manager).
+
+    ``with ThreadedOssServer(root=tmp) as server:`` for synchronous code (the official SDKs)
+    and benchmarks. Takes the same arguments as :class:`OssServer`; the counters and the
+    fault plan may be read and changed from the calling thread.
+    """
+
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        access_key_id: str = DEFAULT_ACCESS_KEY_ID,
+        access_key_secret: str = DEFAULT_ACCESS_KEY_SECRET,
+        security_token: str | None = None,
+        region: str = DEFAULT_REGION,
+        buckets: Iterable[str] | None = None,
+        store: StoreMode = "disk",
+        clock: Callable[[], datetime] | None = None,
+        max_skew: timedelta = timedelta(minutes=15),
+        list_parts_page_size: int | None = None,
+        namespace_xml: bool = False,
+        virtual_host_base: str | None = "localhost",
+    ) -> None:
+        self.server = OssServer(
+            root,
+            host=host,
+            port=port,
+            access_key_id=access_key_id,
+            access_key_secret=access_key_secret,
+            security_token=security_token,
+            region=region,
+            buckets=buckets,
+            store=store,
+            clock=clock,
+            max_skew=max_skew,
+            list_parts_page_size=list_parts_page_size,
+            namespace_xml=namespace_xml,
+            virtual_host_base=virtual_host_base,
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the thread and the server; returns once it listens."""
+        if self._thread is not None:
+            raise RuntimeError("server already started")
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        loop = asyncio.new_event_loop()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self.server.start())
+            except BaseException as exc:
+                failure.append(exc)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.run_until_complete(self.server.aclose())
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.run_until_complete(loop.shutdown_default_executor())
+                loop.close()
+
+        thread = threading.Thread(target=run, name="oss-emulator", daemon=True)
+        thread.start()
+        ready.wait()
+        if failure:
+            thread.join()
+            raise failure[0]
+        self._loop, self._thread = loop, thread
+
+    def stop(self) -> None:
+        """Stop the server and join its thread."""
+        loop, thread = self._loop, self._thread
+        self._loop = self._thread = None
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+
+    def __enter__(self) -> ThreadedOssServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # The same surface as OssServer.
+
+    @property
+    def endpoint(self) -> str:
+        return self.server.endpoint
+
+    @property
+    def host(self) -> str:
+        return self.server.host
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def credentials(self) -> ServerCredentials:
+        return self.server.credentials
+
+    @property
+    def region(self) -> str:
+        return self.server.region
+
+    @property
+    def root(self) -> Path:
+        return self.server.root
+
+    @property
+    def faults(self) -> FaultPlan:
+        return self.server.faults
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        return self.server.requests
+
+    @property
+    def stats(self) -> ServerStats:
+        return self.server.stats
+
+    @property
+    def clock(self) -> Callable[[], datetime]:
+        return self.server.clock
+
+    @clock.setter
+    def clock(self, value: Callable[[], datetime]) -> None:
+        self.server.clock = value
+
+    def object_info(self, bucket: str, key: str) -> ObjectMeta | None:
+        return self.server.object_info(bucket, key)
+
+    def object_path(self, bucket: str, key: str) -> Path:
+        return self.server.object_path(bucket, key)
+
+    def read_object(self, bucket: str, key: str) -> bytes:
+        return self.server.read_object(bucket, key)
+
+    def list_uploads(self, bucket: str) -> list[UploadSummary]:
+        return self.server.list_uploads(bucket)
+
+    def list_parts(self, bucket: str, upload_id: str) -> list[PartInfo]:
+        return self.server.list_parts(bucket, upload_id)
+
