@@ -1,0 +1,242 @@
+"""Every blocking file operation of the library, run off the event loop.
+
+Theory of operation
+-------------------
+* All blocking calls go through ``IoRunner``: ``anyio.to_thread.run_sync`` with a *dedicated*
+  ``CapacityLimiter``. anyio's default limiter (40 threads) is shared with the host
+  application (FastAPI runs every sync endpoint on it), so an upload never competes with, or
+  starves, the app's own thread work.
+* Part data is read with ``os.pread`` (no shared file position, so concurrent parts need no
+  lock and a retry needs no seek) in chunks of ``CHUNK_SIZE``; the CRC-64 of the chunk is
+  computed in the same thread job, so the event loop only hands bytes to the socket.
+* Checkpoints are replaced atomically: write a temporary file in the same directory, fsync
+  it, ``os.replace`` it over the old one, fsync the directory. A crash at any instant leaves
+  either the old or the new checkpoint, never a torn one.
+* A checkpoint is guarded by an advisory ``flock`` on ``<checkpoint>.lock``, so a second
+  process (or a second task) resuming the same checkpoint gets ``CheckpointError`` instead
+  of interleaving writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import anyio
+import anyio.to_thread
+
+from ._checkpoint import SourceIdentity
+from ._crc64 import crc64
+from ._errors import CheckpointError
+
+if sys.platform != "win32":  # pragma: no branch
+    import fcntl
+
+__all__ = [
+    "CHUNK_SIZE",
+    "CheckpointLock",
+    "IoRunner",
+    "SourceFile",
+    "read_optional",
+    "remove_quietly",
+    "stat_identity",
+    "write_atomic",
+]
+
+CHUNK_SIZE = 1024 * 1024
+"""Read size per thread job: the main throughput lever (performance notes: 64 KiB -> 1 MiB
+took aiohttp from ~630 to ~1,350 MiB/s) while keeping memory at routines x ~1 MiB."""
+
+_T = TypeVar("_T")
+
+
+class IoRunner:
+    """Runs blocking callables in worker threads bounded by the library's own limiter."""
+
+    def __init__(self, threads: int) -> None:
+        if threads < 1:
+            raise ValueError("io_threads must be >= 1")
+        self._threads = threads
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    @property
+    def limiter(self) -> anyio.CapacityLimiter:
+        # Created lazily: a CapacityLimiter binds to the running event loop's backend.
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self._threads)
+        return self._limiter
+
+    async def run(self, func: Callable[..., _T], *args: object) -> _T:
+        return await anyio.to_thread.run_sync(func, *args, limiter=self.limiter)
+
+
+def stat_identity(path: str) -> SourceIdentity:
+    """The identity of a regular file (absolute path, size, mtime_ns, inode, device)."""
+    absolute = os.path.abspath(path)
+    st = os.stat(absolute)
+    return SourceIdentity(
+        path=absolute, size=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino, device=st.st_dev
+    )
+
+
+def _read_chunk(fd: int, offset: int, size: int, crc: int) -> tuple[bytes, int]:
+    data = os.pread(fd, size, offset)
+    if len(data) != size:
+        # The file shrank under us; the caller turns this into FileChangedError.
+        raise EOFError(f"expected {size} bytes at offset {offset}, read {len(data)}")
+    return data, crc64(data, crc)
+
+
+def _crc_range(fd: int, offset: int, size: int) -> int:
+    crc = 0
+    end = offset + size
+    while offset < end:
+        n = min(CHUNK_SIZE * 8, end - offset)
+        _, crc = _read_chunk(fd, offset, n, crc)
+        offset += n
+    return crc
+
+
+class SourceFile:
+    """An open source file read by ``pread`` off the event loop."""
+
+    def __init__(self, fd: int, io: IoRunner) -> None:
+        self._fd = fd
+        self._io = io
+
+    @classmethod
+    async def open(cls, path: str, io: IoRunner) -> SourceFile:
+        fd = await io.run(os.open, path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        return cls(fd, io)
+
+    async def read(self, offset: int, size: int, crc: int) -> tuple[bytes, int]:
+        """Read exactly ``size`` bytes at ``offset``; return them and the continued CRC."""
+        return await self._io.run(_read_chunk, self._fd, offset, size, crc)
+
+    async def crc_range(self, offset: int, size: int) -> int:
+        """CRC-64 of a byte range, computed in a worker thread (for resume verification)."""
+        return await self._io.run(_crc_range, self._fd, offset, size)
+
+    async def identity(self, path: str) -> SourceIdentity:
+        return await self._io.run(stat_identity, path)
+
+    async def aclose(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            # os.close of a regular file does not block meaningfully; closing inline also
+            # works during cancellation, when awaiting a thread would be interrupted.
+            os.close(fd)
+
+
+def _fsync_dir(directory: str) -> None:
+    if sys.platform == "win32":  # pragma: no cover - directories cannot be fsynced there
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically and durably (tmp, fsync, rename, dir fsync)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(
+        directory, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    )
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(directory)
+
+
+def read_optional(path: str) -> bytes | None:
+    """The file's bytes, or None if it does not exist."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def remove_quietly(path: str) -> None:
+    """Remove a file; a missing file is fine."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+class CheckpointLock:
+    """An exclusive, non-blocking advisory lock on ``<checkpoint>.lock``.
+
+    ``acquire`` also proves the checkpoint's directory is writable (creating it if needed),
+    so an unusable location fails before anything is uploaded.
+    """
+
+    def __init__(self, checkpoint_path: str) -> None:
+        self.path = checkpoint_path + ".lock"
+        self._fd = -1
+
+    def acquire(self) -> None:
+        directory = os.path.dirname(os.path.abspath(self.path))
+        try:
+            Path(directory).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CheckpointError(
+                f"cannot create the checkpoint directory {directory!r}: {exc.strerror or exc}"
+            ) from exc
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:
+                raise CheckpointError(
+                    f"cannot write a checkpoint at {self.path[:-5]!r}: {exc.strerror or exc}"
+                ) from exc
+            if sys.platform == "win32":  # pragma: no cover - no flock; best effort only
+                self._fd = fd
+                return
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise CheckpointError(
+                        f"checkpoint {self.path[:-5]!r} is in use by another upload "
+                        "(its lock is held); wait for it to finish or stop it first"
+                    ) from None
+                raise CheckpointError(f"cannot lock {self.path!r}: {exc}") from exc
+            # The previous holder may have unlinked the lock file after we opened it: make
+            # sure the locked inode is still the one at the path, else try again.
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._fd = fd
+                return
+            os.close(fd)
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd < 0:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+        os.close(fd)

@@ -1,0 +1,233 @@
+"""The HTTP seam: a tiny Transport Protocol, the aiohttp transport and an in-memory mock.
+
+Theory of operation
+-------------------
+The client speaks to OSS through ``Transport.send(HttpRequest) -> HttpResponse``. Only this
+module imports aiohttp's client; every aiohttp or socket failure is mapped here, once, to
+``TransportError``, so no foreign exception crosses the public boundary.
+
+Bodies are ``bytes`` or a *factory* returning a fresh async iterator of chunks: a retry calls
+the factory again (the file is re-read with ``pread``), so no body is ever held whole in
+memory. Streamed bodies are sent with an explicit ``Content-Length`` (aiohttp would otherwise
+switch to chunked encoding), and aiohttp is told not to invent a ``Content-Type``, which
+would break the signature (spec 4.1).
+
+Timeouts are idle timeouts, not totals (a 5 GB part may legitimately take minutes): the
+deadline moves forward every time a body chunk is handed to the socket, and after the body,
+waiting for the response may take at most ``read_timeout``. A peer that stops reading our
+body, or never answers, fails the request with ``TransportError`` instead of hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, final, runtime_checkable
+
+import aiohttp
+from yarl import URL
+
+from ._errors import ProtocolError, TransportError
+
+__all__ = [
+    "AiohttpTransport",
+    "BodyFactory",
+    "HttpRequest",
+    "HttpResponse",
+    "MockTransport",
+    "Transport",
+]
+
+BodyFactory = Callable[[], AsyncIterator[bytes]]
+"""Returns a new async iterator over the body's chunks; called once per attempt."""
+
+MAX_RESPONSE_BODY = 16 * 1024 * 1024
+"""The client never downloads objects; larger answers are not OSS's multipart XML."""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    """A fully signed request. ``url`` is absolute and already percent-encoded."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes | BodyFactory | None = None
+    content_length: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    """A complete response; header names are lower-cased."""
+
+    status: int
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+    def header(self, name: str, default: str = "") -> str:
+        return self.headers.get(name.lower(), default)
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """What the client needs from HTTP: send a request, get a complete response."""
+
+    async def send(self, request: HttpRequest) -> HttpResponse:
+        """Send ``request``; raise ``TransportError`` when no complete response arrives."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections (idempotent)."""
+        ...
+
+
+@final
+class AiohttpTransport:
+    """The production transport over an ``aiohttp.ClientSession``.
+
+    The session is created on first use (inside the running loop) unless one is given; a
+    given session belongs to the caller and is not closed by ``aclose``.
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession | None = None,
+        *,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        max_connections: int = 100,
+    ) -> None:
+        if connect_timeout <= 0 or read_timeout <= 0:
+            raise ValueError("timeouts must be > 0")
+        self._session = session
+        self._owns_session = session is None
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self._max_connections = max_connections
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._max_connections),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout),
+                auto_decompress=False,
+            )
+        return self._session
+
+    async def send(self, request: HttpRequest) -> HttpResponse:
+        session = self._get_session()
+        loop = asyncio.get_running_loop()
+        headers = dict(request.headers)
+        data: bytes | AsyncIterator[bytes]
+        try:
+            async with asyncio.timeout(
+                loop.time() + self._connect_timeout + self._read_timeout
+            ) as deadline:
+                if callable(request.body):
+                    if request.content_length is None:
+                        raise ValueError("a streamed body needs a content_length")
+                    headers["Content-Length"] = str(request.content_length)
+                    data = self._watch(request.body(), deadline, loop)
+                else:
+                    data = request.body or b""
+                async with session.request(
+                    request.method,
+                    URL(request.url, encoded=True),
+                    headers=headers,
+                    data=data,
+                    skip_auto_headers=("Content-Type",),
+                    allow_redirects=False,
+                ) as resp:
+                    deadline.reschedule(loop.time() + self._read_timeout)
+                    body = await _read_limited(resp)
+                    return HttpResponse(
+                        status=resp.status,
+                        headers={k.lower(): v for k, v in resp.headers.items()},
+                        body=body,
+                    )
+        except TimeoutError:
+            raise TransportError(
+                f"{request.method} {_short(request.url)}: no progress for "
+                f"{self._read_timeout:g} s (timed out)"
+            ) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise TransportError(
+                f"{request.method} {_short(request.url)}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    async def _watch(
+        self,
+        chunks: AsyncIterator[bytes],
+        deadline: asyncio.Timeout,
+        loop: asyncio.AbstractEventLoop,
+    ) -> AsyncIterator[bytes]:
+        # aiohttp asks for the next chunk only once the previous one is written (it awaits
+        # the transport's drain), so each chunk is proof that the peer is still reading.
+        try:
+            async for chunk in chunks:
+                deadline.reschedule(loop.time() + self._read_timeout)
+                yield chunk
+            deadline.reschedule(loop.time() + self._read_timeout)
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def aclose(self) -> None:
+        session, self._session = self._session, None
+        if session is not None and self._owns_session:
+            await session.close()
+
+
+async def _read_limited(resp: aiohttp.ClientResponse) -> bytes:
+    if resp.content_length is not None and resp.content_length > MAX_RESPONSE_BODY:
+        raise ProtocolError(f"response body of {resp.content_length} bytes is too large")
+    body = await resp.content.read(MAX_RESPONSE_BODY + 1)
+    if len(body) > MAX_RESPONSE_BODY:
+        raise ProtocolError("response body is too large")
+    # read(n) may return early; drain the rest (bounded above).
+    while not resp.content.at_eof():
+        more = await resp.content.read(MAX_RESPONSE_BODY + 1 - len(body))
+        if not more:
+            break
+        body += more
+        if len(body) > MAX_RESPONSE_BODY:
+            raise ProtocolError("response body is too large")
+    return body
+
+
+def _short(url: str) -> str:
+    # Never echo query strings (they may carry upload ids and tokens) into messages.
+    return url.split("?", 1)[0]
+
+
+MockHandler = Callable[[HttpRequest], Awaitable[HttpResponse]]
+
+
+@final
+class MockTransport:
+    """An in-memory transport: every request goes to ``handler``.
+
+    Streamed bodies are consumed first and passed to the handler as ``bytes``, so handlers
+    can inspect them and the client's CRC bookkeeping runs as it would over a socket.
+    """
+
+    def __init__(self, handler: MockHandler) -> None:
+        self._handler = handler
+        self.requests: list[HttpRequest] = []
+
+    async def send(self, request: HttpRequest) -> HttpResponse:
+        body = request.body
+        if callable(body):
+            body = b"".join([chunk async for chunk in body()])
+            if request.content_length is not None and len(body) != request.content_length:
+                raise TransportError("streamed body length differs from Content-Length")
+        materialised = HttpRequest(
+            request.method, request.url, dict(request.headers), body, request.content_length
+        )
+        self.requests.append(materialised)
+        return await self._handler(materialised)
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,1077 @@
+"""The resumable upload engine behind ``Bucket.upload_file``.
+
+Theory of operation
+-------------------
+1. **Validate** every argument before any request: key rules, part size, routines, headers,
+   the file (``FileNotFoundError``, ``IsADirectoryError``), the checkpoint location (taking
+   its lock proves it writable: ``CheckpointError`` otherwise).
+2. **Plan**: a file smaller than one part goes up with one PutObject. Otherwise parts of the
+   (possibly grown) part size tile the file (``_planner``).
+3. **Load the checkpoint**, if any. A damaged one (checksum, truncation, unknown version)
+   means all parts go up again, and its stale upload is aborted when its id can be read.
+   A checkpoint whose source identity (path, size, mtime_ns, inode), target or options
+   differ is discarded the same way: the whole object is uploaded again.
+4. **Reconcile** with ListParts (all pages). A part counts as done only if OSS has it with
+   the planned size *and* the CRC-64 of the local byte range equals the CRC OSS reports. The
+   local range is re-read rather than trusted: a file edited in place with its size and
+   mtime preserved cannot smuggle stale parts into the object. Any subset of parts can be
+   resumed, including parts OSS acknowledged after the last checkpoint write. A vanished
+   upload id (NoSuchUpload) means a fresh upload, unless the object already exists with the
+   checkpoint's size and CRC (a run killed right after Complete).
+5. **Upload** the missing parts: one task per part in flight, at most ``routines`` at a time
+   (an ``asyncio.Semaphore``), each streaming its slice in 1 MiB ``pread`` chunks with the
+   CRC computed in the reading thread, checked against ``x-oss-hash-crc64ecma`` (a mismatch
+   is retried like a transport error). The first part to fail for good cancels the others.
+6. **Checkpoint**: one writer task owns the file. Acknowledged parts are handed to it; it
+   rewrites the checkpoint atomically, coalescing parts that finish while a write is in
+   flight and spacing writes by a multiple of their own duration (so 10,000 small parts do
+   not write gigabytes). A part is recorded only after OSS acknowledged it and its CRC
+   matched; every write contains every part recorded before it.
+7. **Complete**: the source is stat'ed again first; if it changed, the upload is aborted, the
+   checkpoint deleted and ``FileChangedError`` raised: a mixed object is never completed.
+   The object's CRC from OSS must equal the fold of the part CRCs (``IntegrityError``
+   otherwise, saying the object exists). If Complete's answer is lost and the retry says
+   NoSuchUpload, HEAD decides (spec 10.3). The checkpoint is deleted after success.
+8. **Failure and cancellation**: with a checkpoint, every acknowledged part is flushed to it
+   (shielded and bounded on cancellation) and the upload is kept for the next run; without
+   one, the multipart upload is aborted so no parts are orphaned. No task outlives the call
+   and no ``ExceptionGroup`` escapes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import inspect
+import logging
+import mimetypes
+import os
+import stat
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from os import PathLike
+from typing import TYPE_CHECKING, TypeVar
+
+import msgspec
+
+from ._checkpoint import (
+    Checkpoint,
+    CheckpointPart,
+    SourceIdentity,
+    decode_checkpoint,
+    encode_checkpoint,
+    options_fingerprint,
+    peek_upload_target,
+)
+from ._crc64 import crc64_fold
+from ._errors import (
+    CheckpointError,
+    FileChangedError,
+    IntegrityError,
+    NoSuchUploadError,
+    OssError,
+    ProtocolError,
+)
+from ._events import (
+    BytesSent,
+    PartDone,
+    PartRetried,
+    ProgressEvent,
+    ProgressHook,
+    UploadCompleted,
+    UploadStarted,
+)
+from ._fileio import (
+    CHUNK_SIZE,
+    CheckpointLock,
+    IoRunner,
+    SourceFile,
+    read_optional,
+    remove_quietly,
+    stat_identity,
+    write_atomic,
+)
+from ._http import HttpResponse
+from ._models import PartInfo
+from ._planner import PartPlan, effective_part_size, plan_parts, validate_part_size
+
+if TYPE_CHECKING:
+    from ._client import Client
+
+__all__ = ["UploadResult", "checkpoint_path_for", "route_headers", "upload_file"]
+
+logger = logging.getLogger("aiooss_resume")
+
+_T = TypeVar("_T")
+
+MAX_ROUTINES = 1000
+FLUSH_TIMEOUT = 5.0
+"""Upper bound, in seconds, on the shielded work done after a cancellation."""
+
+# Where each user header goes in a multipart upload (spec section 9). Anything not listed
+# here describes the object and goes on Initiate (and on PutObject for small files).
+_PART_ONLY = frozenset({"x-oss-traffic-limit"})
+_COMPLETE_ONLY = frozenset({"x-oss-object-acl", "x-oss-callback", "x-oss-callback-var"})
+_INITIATE_AND_COMPLETE = frozenset({"x-oss-forbid-overwrite"})
+_EVERY_REQUEST = frozenset({"x-oss-request-payer"})
+_RESERVED = frozenset(
+    {
+        "authorization", "date", "x-oss-date", "x-oss-content-sha256", "x-oss-security-token",
+        "host", "content-length", "transfer-encoding", "content-md5", "expect",
+        "x-oss-complete-all", "connection",
+    }
+)  # fmt: skip
+_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
+
+_mime = mimetypes.MimeTypes()  # read the system tables now, at import, not on the event loop
+
+
+class UploadResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``upload_file`` stored.
+
+    Attributes:
+        bucket, key: where the object is.
+        etag: the object's ETag as OSS returned it (quoted).
+        crc64: the object's CRC-64/XZ, verified against OSS's.
+        size: the object's size in bytes.
+        upload_id: the multipart upload id, or None when one PutObject sufficed.
+        part_size: the part size used (after growing to fit 10,000 parts), or None.
+        parts_uploaded: parts sent by this call (1 for a PutObject).
+        parts_resumed: parts found on OSS from an earlier run and kept.
+        bytes_resumed: bytes in those parts (not sent again).
+        request_id: the request id of the Complete (or PutObject) request.
+    """
+
+    bucket: str
+    key: str
+    etag: str
+    crc64: int
+    size: int
+    upload_id: str | None
+    part_size: int | None
+    parts_uploaded: int
+    parts_resumed: int
+    bytes_resumed: int
+    request_id: str
+
+
+class _HeaderPlan(msgspec.Struct, frozen=True):
+    put: dict[str, str]
+    initiate: dict[str, str]
+    part: dict[str, str]
+    complete: dict[str, str]
+    other: dict[str, str]
+
+
+def route_headers(headers: Mapping[str, str] | None, key: str) -> _HeaderPlan:
+    """Validate the caller's headers and send each on the requests OSS reads it from."""
+    if headers is not None and not isinstance(headers, Mapping):
+        raise TypeError("headers must be a mapping of header names to values")
+    put: dict[str, str] = {}
+    initiate: dict[str, str] = {}
+    part: dict[str, str] = {}
+    complete: dict[str, str] = {}
+    other: dict[str, str] = {}
+    seen: set[str] = set()
+    for name, value in (headers or {}).items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise TypeError("header names and values must be str")
+        lower = name.lower()
+        if not lower or not set(lower) <= _TOKEN_CHARS:
+            raise ValueError(f"invalid header name {name!r}")
+        if lower in seen:
+            raise ValueError(f"header {name!r} is given twice (names are case-insensitive)")
+        seen.add(lower)
+        if lower in _RESERVED:
+            raise ValueError(f"header {name!r} is set by aiooss_resume and cannot be passed")
+        if not value.isascii() or any(c in value for c in "\r\n\0"):
+            raise ValueError(
+                f"header {name!r} must have a single-line ASCII value "
+                "(percent-encode other text yourself)"
+            )
+        if value != value.strip():
+            raise ValueError(f"header {name!r} has leading or trailing spaces")
+        put[name] = value
+        if lower in _EVERY_REQUEST:
+            for target in (initiate, part, complete, other):
+                target[name] = value
+        elif lower in _PART_ONLY:
+            part[name] = value
+        elif lower in _COMPLETE_ONLY:
+            complete[name] = value
+        elif lower in _INITIATE_AND_COMPLETE:
+            initiate[name] = value
+            complete[name] = value
+        else:
+            initiate[name] = value
+    if "content-type" not in seen:
+        content_type = _mime.guess_type(key, strict=False)[0] or "application/octet-stream"
+        put["Content-Type"] = content_type
+        initiate["Content-Type"] = content_type
+    return _HeaderPlan(put, initiate, part, complete, other)
+
+
+def checkpoint_path_for(
+    source: str,
+    checkpoint: bool | str | PathLike[str] | None,
+    checkpoint_dir: str | PathLike[str] | None,
+    *,
+    endpoint: str,
+    bucket: str,
+    key: str,
+) -> str | None:
+    """Where the checkpoint lives (absolute), or None when the upload is not resumable."""
+    if checkpoint_dir is not None:
+        if checkpoint not in (None, True):
+            raise ValueError("pass checkpoint=True (or nothing) together with checkpoint_dir")
+        directory = os.path.abspath(os.fspath(checkpoint_dir))
+        digest = hashlib.sha256(
+            "\n".join([source, endpoint, bucket, key]).encode("utf-8", "surrogatepass")
+        ).hexdigest()[:20]
+        return os.path.join(directory, f"{os.path.basename(source)}.{digest}.cp")
+    if checkpoint is None or checkpoint is False:
+        return None
+    if checkpoint is True:
+        return source + ".cp"
+    if isinstance(checkpoint, (str, PathLike)):
+        path = os.path.abspath(os.fspath(checkpoint))
+        if path == source:
+            raise ValueError("the checkpoint path must not be the file being uploaded")
+        if os.path.isdir(path):
+            raise ValueError(
+                f"checkpoint {path!r} is a directory; use checkpoint_dir= for a directory"
+            )
+        return path
+    raise TypeError("checkpoint must be None, a bool, or a path")
+
+
+def _resolve_paths(
+    file_path: str | PathLike[str],
+    checkpoint: bool | str | PathLike[str] | None,
+    checkpoint_dir: str | PathLike[str] | None,
+    *,
+    endpoint: str,
+    bucket: str,
+    key: str,
+) -> tuple[str, str | None]:
+    path = os.path.abspath(os.fspath(file_path))
+    st = os.stat(path)  # FileNotFoundError propagates as is
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(f"{path!r} is a directory, not a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"{path!r} is not a regular file")
+    cp_path = checkpoint_path_for(
+        path, checkpoint, checkpoint_dir, endpoint=endpoint, bucket=bucket, key=key
+    )
+    return path, cp_path
+
+
+def _check_routines(routines: object) -> int:
+    if isinstance(routines, bool) or not isinstance(routines, int):
+        raise TypeError(f"routines must be an int, not {type(routines).__name__}")
+    if not 1 <= routines <= MAX_ROUTINES:
+        raise ValueError(f"routines must be between 1 and {MAX_ROUTINES}, got {routines}")
+    return routines
+
+
+async def upload_file(
+    client: Client,
+    bucket: str,
+    key: str,
+    file_path: str | PathLike[str],
+    part_size: int,
+    *,
+    routines: int,
+    checkpoint: bool | str | PathLike[str] | None,
+    checkpoint_dir: str | PathLike[str] | None,
+    headers: Mapping[str, str] | None,
+    on_progress: ProgressHook | None,
+) -> UploadResult:
+    """See ``Bucket.upload_file``."""
+    from ._client import validate_key
+
+    validate_key(key)
+    validate_part_size(part_size)
+    _check_routines(routines)
+    if on_progress is not None and not callable(on_progress):
+        raise TypeError("on_progress must be callable")
+    if not isinstance(file_path, (str, PathLike)):
+        raise TypeError("file_path must be a str or os.PathLike")
+    plan_headers = route_headers(headers, key)
+    # Path resolution and stat touch the file system: off the event loop (slow mounts).
+    path, cp_path = await client._io.run(
+        functools.partial(
+            _resolve_paths,
+            file_path,
+            checkpoint,
+            checkpoint_dir,
+            endpoint=client.endpoint,
+            bucket=bucket,
+            key=key,
+        )
+    )
+    job = _Upload(
+        client, bucket, key, path, part_size, routines, cp_path, plan_headers, on_progress
+    )
+    return await job.run()
+
+
+class _Progress:
+    """Turns part bookkeeping into monotone progress events for the caller's hook."""
+
+    def __init__(self, hook: ProgressHook | None, key: str, total: int) -> None:
+        self.hook = hook
+        self.key = key
+        self.total = total
+        self.done = 0
+        self.resumed = 0
+        self._per_part: dict[int, int] = {}
+
+    def resume(self, number: int, size: int) -> None:
+        self._per_part[number] = size
+        self.done += size
+        self.resumed += size
+
+    async def emit(self, event: ProgressEvent) -> None:
+        if self.hook is not None:
+            result = self.hook(event)
+            if inspect.isawaitable(result):
+                await result
+
+    async def sent(self, number: int, position: int) -> None:
+        # A retry re-sends bytes already counted: only count past the part's high-water mark.
+        previous = self._per_part.get(number, 0)
+        if position <= previous:
+            return
+        self._per_part[number] = position
+        self.done += position - previous
+        if self.hook is not None:
+            await self.emit(
+                BytesSent(
+                    key=self.key,
+                    bytes_done=self.done,
+                    total_bytes=self.total,
+                    resumed_bytes=self.resumed,
+                )
+            )
+
+
+class _CheckpointWriter:
+    """The one task that writes the checkpoint; parts are handed to it with ``record``."""
+
+    MIN_GAP = 0.01
+    GAP_FACTOR = 10.0
+
+    def __init__(self, path: str, checkpoint: Checkpoint, io: IoRunner) -> None:
+        self.path = path
+        self._checkpoint = checkpoint
+        self._parts: dict[int, CheckpointPart] = {p.number: p for p in checkpoint.parts}
+        self._io = io
+        self._dirty = asyncio.Event()
+        self._written = True
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self.error: CheckpointError | None = None
+        self.writes = 0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def record(self, part: CheckpointPart) -> None:
+        self._parts[part.number] = part
+        self._written = False
+        self._dirty.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            started = time.monotonic()
+            try:
+                await self.write(force=False)
+            except CheckpointError as exc:
+                self.error = exc
+                return
+            # Space writes by a multiple of their cost; parts finishing meanwhile coalesce.
+            await asyncio.sleep(max(self.MIN_GAP, self.GAP_FACTOR * (time.monotonic() - started)))
+
+    async def write(self, *, force: bool) -> None:
+        async with self._lock:
+            if self._written and not force:
+                return
+            self._written = True
+            parts = [self._parts[n] for n in sorted(self._parts)]
+            snapshot = msgspec.structs.replace(self._checkpoint, parts=parts)
+            try:
+                await self._io.run(_encode_and_write, self.path, snapshot)
+            except OSError as exc:
+                self._written = False
+                raise CheckpointError(
+                    f"cannot write checkpoint {self.path!r}: {exc.strerror or exc}"
+                ) from exc
+            self.writes += 1
+
+    async def flush(self, *, force: bool = False) -> None:
+        """Write now if anything was recorded since the last write; raise a writer error."""
+        if self.error is not None:
+            raise self.error
+        await self.write(force=force)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+def _encode_and_write(path: str, checkpoint: Checkpoint) -> None:
+    write_atomic(path, encode_checkpoint(checkpoint))
+
+
+async def _shielded(awaitable: Awaitable[_T], limit: float) -> _T:
+    """Run to completion (bounded by ``limit`` s) even if the caller is cancelled meanwhile.
+
+    Cancellation is re-raised afterwards; the inner work never outlives this call by more
+    than the limit.
+    """
+
+    async def bounded() -> _T:
+        async with asyncio.timeout(limit):
+            return await awaitable
+
+    task = asyncio.ensure_future(bounded())
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                break
+            cancelled = True
+    if cancelled:
+        # Consume the outcome so it is not reported as never retrieved.
+        if not task.cancelled():
+            task.exception()
+        raise asyncio.CancelledError
+    return task.result()
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    real = [e for e in leaves if not isinstance(e, asyncio.CancelledError)]
+    first = real[0] if real else leaves[0]
+    if len(real) > 1:
+        first.add_note(f"({len(real) - 1} other part request(s) failed too)")
+    return first
+
+
+def _response_crc(resp: HttpResponse) -> int | None:
+    value = resp.header("x-oss-hash-crc64ecma")
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ProtocolError(f"x-oss-hash-crc64ecma is not a number: {value[:40]!r}") from None
+
+
+class _Body:
+    """A part's body: a fresh chunk iterator per attempt, with the CRC of what was sent."""
+
+    def __init__(self, job: _Upload, number: int, offset: int, size: int) -> None:
+        self.job = job
+        self.number = number
+        self.offset = offset
+        self.size = size
+        self.crc = 0
+
+    def __call__(self) -> AsyncIterator[bytes]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        self.crc = 0
+        position = 0
+        while position < self.size:
+            n = min(CHUNK_SIZE, self.size - position)
+            try:
+                data, self.crc = await self.job.src.read(self.offset + position, n, self.crc)
+            except EOFError:
+                self.job.source_shrank = True
+                raise
+            yield data
+            position += n
+            await self.job.progress.sent(self.number, position)
+
+    def check(self, resp: HttpResponse) -> None:
+        reported = _response_crc(resp)
+        if reported is not None and reported != self.crc:
+            raise IntegrityError(
+                f"part {self.number}: CRC-64 mismatch (sent {self.crc}, OSS stored {reported})",
+                expected=self.crc,
+                actual=reported,
+            )
+
+
+class _Upload:
+    """One call of ``upload_file``."""
+
+    def __init__(
+        self,
+        client: Client,
+        bucket: str,
+        key: str,
+        path: str,
+        part_size: int,
+        routines: int,
+        cp_path: str | None,
+        headers: _HeaderPlan,
+        on_progress: ProgressHook | None,
+    ) -> None:
+        self.client = client
+        self.io = client._io
+        self.bucket = bucket
+        self.key = key
+        self.path = path
+        self.requested_part_size = part_size
+        self.routines = routines
+        self.cp_path = cp_path
+        self.headers = headers
+        self.hook = on_progress
+        self.source_shrank = False
+        self.src: SourceFile
+        self.identity: SourceIdentity
+        self.progress: _Progress
+        self.writer: _CheckpointWriter | None = None
+        self.upload_id: str | None = None
+        self.resumed: set[int] = set()
+        self.completing = False
+
+    # ------------------------------------------------------------------ entry
+
+    async def run(self) -> UploadResult:
+        lock = CheckpointLock(self.cp_path) if self.cp_path else None
+        if lock is not None:
+            await self.io.run(lock.acquire)
+        try:
+            self.src = await SourceFile.open(self.path, self.io)
+            try:
+                self.identity = await self.io.run(stat_identity, self.path)
+                self.progress = _Progress(self.hook, self.key, self.identity.size)
+                part_size = effective_part_size(self.identity.size, self.requested_part_size)
+                if self.identity.size < part_size:
+                    if self.cp_path:
+                        await self._discard_checkpoint_file("the file now fits in one request")
+                    return await self._put_object()
+                return await self._multipart(part_size)
+            finally:
+                await self.src.aclose()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    async def _on_retry(self, number: int, failures: int, error: OssError, delay: float) -> None:
+        await self.progress.emit(
+            PartRetried(
+                key=self.key, part_number=number, attempt=failures, error=str(error), delay=delay
+            )
+        )
+
+    def _retry_hook(self, number: int) -> Callable[[int, OssError, float], Awaitable[None]]:
+        async def hook(failures: int, error: OssError, delay: float) -> None:
+            await self._on_retry(number, failures, error, delay)
+
+        return hook
+
+    def _file_changed(self, detail: str) -> FileChangedError:
+        return FileChangedError(
+            f"{self.path!r} changed while it was being uploaded ({detail}); "
+            "nothing was completed, run the upload again"
+        )
+
+    async def _check_source_unchanged(self) -> None:
+        try:
+            current = await self.io.run(stat_identity, self.path)
+        except FileNotFoundError:
+            raise self._file_changed("it was removed") from None
+        if current != self.identity:
+            raise self._file_changed(_identity_difference(self.identity, current))
+
+    # ------------------------------------------------------------------ one request
+
+    async def _put_object(self) -> UploadResult:
+        size = self.identity.size
+        body = _Body(self, 1, 0, size)
+        await self.progress.emit(
+            UploadStarted(
+                key=self.key, total_bytes=size, part_count=1, part_size=size, upload_id=None
+            )
+        )
+        try:
+            resp = await self.client._put_object(
+                self.bucket,
+                self.key,
+                body,
+                size,
+                self.headers.put,
+                body.check,
+                self._retry_hook(1),
+            )
+        except OssError:
+            if self.source_shrank:
+                raise self._file_changed("it became shorter") from None
+            raise
+        await self._check_source_unchanged()
+        await self.progress.sent(1, size)
+        result = UploadResult(
+            bucket=self.bucket,
+            key=self.key,
+            etag=resp.header("etag"),
+            crc64=body.crc,
+            size=size,
+            upload_id=None,
+            part_size=None,
+            parts_uploaded=1,
+            parts_resumed=0,
+            bytes_resumed=0,
+            request_id=resp.header("x-oss-request-id"),
+        )
+        await self._emit_completed(result)
+        return result
+
+    async def _emit_completed(self, result: UploadResult) -> None:
+        await self.progress.emit(
+            UploadCompleted(
+                key=self.key,
+                total_bytes=result.size,
+                etag=result.etag,
+                crc64=result.crc64,
+                upload_id=result.upload_id,
+                parts_uploaded=result.parts_uploaded,
+                parts_resumed=result.parts_resumed,
+            )
+        )
+
+    # ------------------------------------------------------------------ checkpoint
+
+    def _fingerprint(self, part_size: int) -> str:
+        return options_fingerprint(
+            part_size=part_size,
+            initiate_headers=self.headers.initiate,
+            complete_headers={**self.headers.complete, **self.headers.part},
+        )
+
+    async def _abort_quietly(self, bucket: str, key: str, upload_id: str, why: str) -> None:
+        try:
+            await self.client._abort(bucket, key, upload_id)
+            logger.info("aborted stale upload %s of %s (%s)", upload_id, key, why)
+        except OssError as exc:
+            # NoSuchUpload: already gone. Anything else: the caller's upload still proceeds;
+            # OSS lifecycle rules or `aiooss-resume uploads` can clean up the leftover.
+            logger.warning("could not abort stale upload %s of %s: %s", upload_id, key, exc)
+
+    async def _discard_checkpoint_file(self, why: str) -> None:
+        assert self.cp_path is not None
+        data = await self.io.run(read_optional, self.cp_path)
+        if data is None:
+            return
+        target = peek_upload_target(data)
+        if target is not None and target[0] == self.client.endpoint:
+            await self._abort_quietly(target[1], target[2], target[3], why)
+        await self.io.run(remove_quietly, self.cp_path)
+
+    async def _load_checkpoint(self, part_size: int) -> Checkpoint | None:
+        assert self.cp_path is not None
+        data = await self.io.run(read_optional, self.cp_path)
+        if data is None:
+            return None
+        reason = ""
+        stale: tuple[str, str, str] | None = None
+        try:
+            cp = decode_checkpoint(data)
+        except CheckpointError as exc:
+            logger.warning(
+                "checkpoint %s is damaged (%s): uploading all parts again", self.cp_path, exc
+            )
+            target = peek_upload_target(data)
+            if target is not None and target[:3] == (self.client.endpoint, self.bucket, self.key):
+                await self._abort_quietly(self.bucket, self.key, target[3], "damaged checkpoint")
+            return None
+        if cp.endpoint != self.client.endpoint:
+            reason = f"it belongs to another endpoint ({cp.endpoint})"
+        elif (cp.bucket, cp.key) != (self.bucket, self.key):
+            reason = f"it belongs to another target (oss://{cp.bucket}/{cp.key})"
+            stale = (cp.bucket, cp.key, cp.upload_id)
+        elif cp.source != self.identity:
+            reason = "the source file changed since: " + _identity_difference(
+                cp.source, self.identity
+            )
+            stale = (cp.bucket, cp.key, cp.upload_id)
+        elif cp.part_size != part_size or cp.options_fingerprint != self._fingerprint(part_size):
+            reason = "the part size or object options differ"
+            stale = (cp.bucket, cp.key, cp.upload_id)
+        if reason:
+            logger.warning(
+                "not resuming from checkpoint %s: %s; uploading the whole object again",
+                self.cp_path,
+                reason,
+            )
+            if stale is not None:
+                await self._abort_quietly(*stale, reason)
+            return None
+        return cp
+
+    # ------------------------------------------------------------------ multipart
+
+    async def _multipart(self, part_size: int) -> UploadResult:
+        plan = plan_parts(self.identity.size, part_size)
+        done: dict[int, CheckpointPart] = {}
+        checkpoint = await self._load_checkpoint(part_size) if self.cp_path else None
+        if checkpoint is not None:
+            try:
+                server_parts = await self.client._list_parts(
+                    self.bucket, self.key, checkpoint.upload_id, self.headers.other
+                )
+            except NoSuchUploadError:
+                finished = await self._already_completed(plan, checkpoint)
+                if finished is not None:
+                    return finished
+                logger.warning(
+                    "upload %s from checkpoint %s no longer exists; starting a new one",
+                    checkpoint.upload_id,
+                    self.cp_path,
+                )
+                checkpoint = None
+            else:
+                done = await self._reconcile(plan, checkpoint, server_parts)
+                self.upload_id = checkpoint.upload_id
+        if checkpoint is None:
+            checkpoint = await self._initiate(part_size)
+        for number, part in done.items():
+            self.progress.resume(number, part.size)
+        self.resumed = set(done)
+        await self.progress.emit(
+            UploadStarted(
+                key=self.key,
+                total_bytes=self.identity.size,
+                part_count=len(plan),
+                part_size=part_size,
+                upload_id=self.upload_id,
+                resumed=bool(done),
+                resumed_bytes=self.progress.resumed,
+                resumed_parts=len(done),
+            )
+        )
+        if self.cp_path is not None:
+            self.writer = _CheckpointWriter(self.cp_path, checkpoint, self.io)
+            for part in done.values():
+                self.writer.record(part)
+            await self.writer.flush(force=True)  # the upload id is on disk before any part
+            self.writer.start()
+        try:
+            return await self._upload_and_complete(plan, part_size, done)
+        except asyncio.CancelledError:
+            await _shielded(self._after_failure(None), FLUSH_TIMEOUT)
+            raise
+        except Exception as exc:
+            await self._after_failure(exc)
+            raise
+        finally:
+            if self.writer is not None:
+                await self.writer.stop()
+
+    async def _initiate(self, part_size: int) -> Checkpoint:
+        result = await self.client._initiate(
+            self.bucket, self.key, self.headers.initiate, self._retry_hook(0)
+        )
+        self.upload_id = result.upload_id
+        return Checkpoint(
+            endpoint=self.client.endpoint,
+            bucket=self.bucket,
+            key=self.key,
+            upload_id=result.upload_id,
+            part_size=part_size,
+            options_fingerprint=self._fingerprint(part_size),
+            source=self.identity,
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+
+    async def _reconcile(
+        self, plan: list[PartPlan], checkpoint: Checkpoint, server_parts: list[PartInfo]
+    ) -> dict[int, CheckpointPart]:
+        server = {p.part_number: p for p in server_parts}
+        recorded = {p.number: p for p in checkpoint.parts}
+        done: dict[int, CheckpointPart] = {}
+        for planned in plan:
+            listed = server.get(planned.number)
+            if listed is None or listed.size != planned.size:
+                continue
+            local = await self.src.crc_range(planned.offset, planned.size)
+            mine = recorded.get(planned.number)
+            if listed.crc64 is not None:
+                ok = listed.crc64 == local
+            else:  # no CRC from the server: fall back on the recorded ETag and CRC
+                ok = mine is not None and _same_etag(mine.etag, listed.etag) and mine.crc64 == local
+            if ok:
+                done[planned.number] = CheckpointPart(
+                    planned.number, planned.size, listed.etag, local
+                )
+        logger.info(
+            "resuming upload %s: %d of %d parts already on OSS",
+            checkpoint.upload_id,
+            len(done),
+            len(plan),
+        )
+        return done
+
+    async def _already_completed(
+        self, plan: list[PartPlan], checkpoint: Checkpoint
+    ) -> UploadResult | None:
+        """A run killed after Complete: the object is there with the checkpoint's content."""
+        recorded = {p.number: p for p in checkpoint.parts}
+        if [p.number for p in plan] != sorted(recorded) or any(
+            recorded[p.number].size != p.size for p in plan
+        ):
+            return None
+        expected = crc64_fold((recorded[p.number].crc64, p.size) for p in plan)
+        for p in plan:  # the recorded CRCs must still describe the local file
+            if await self.src.crc_range(p.offset, p.size) != recorded[p.number].crc64:
+                return None
+        head = await self.client._head(self.bucket, self.key)
+        if head is None or not _head_matches(head, self.identity.size, expected):
+            return None
+        self.upload_id = checkpoint.upload_id
+        assert self.cp_path is not None
+        await self.io.run(remove_quietly, self.cp_path)
+        for p in plan:
+            self.progress.resume(p.number, p.size)
+        result = UploadResult(
+            bucket=self.bucket,
+            key=self.key,
+            etag=head.header("etag"),
+            crc64=expected,
+            size=self.identity.size,
+            upload_id=checkpoint.upload_id,
+            part_size=checkpoint.part_size,
+            parts_uploaded=0,
+            parts_resumed=len(plan),
+            bytes_resumed=self.identity.size,
+            request_id=head.header("x-oss-request-id"),
+        )
+        await self._emit_completed(result)
+        return result
+
+    async def _upload_and_complete(
+        self,
+        plan: list[PartPlan],
+        part_size: int,
+        done: dict[int, CheckpointPart],
+    ) -> UploadResult:
+        restarted = False
+        while True:
+            try:
+                await self._upload_parts(plan, done)
+                break
+            except NoSuchUploadError as exc:
+                # The upload vanished under us (expired, aborted elsewhere): start over once.
+                if restarted:
+                    raise
+                restarted = True
+                logger.warning(
+                    "upload %s disappeared (%s); starting a new one", self.upload_id, exc
+                )
+                checkpoint = await self._initiate(part_size)
+                done.clear()
+                self.resumed.clear()
+                if self.writer is not None:
+                    await self.writer.stop()
+                    self.writer = _CheckpointWriter(self.writer.path, checkpoint, self.io)
+                    await self.writer.flush(force=True)
+                    self.writer.start()
+        await self._check_source_unchanged()
+        if self.writer is not None:
+            await self.writer.stop()  # from here on, only this task touches the checkpoint
+            await self.writer.flush()
+        return await self._complete(plan, part_size, done)
+
+    async def _upload_parts(self, plan: list[PartPlan], done: dict[int, CheckpointPart]) -> None:
+        semaphore = asyncio.Semaphore(self.routines)
+        parts_total = len(plan)
+
+        async def upload(planned: PartPlan) -> None:
+            try:
+                part = await self._send_part(planned)
+                done[planned.number] = part
+                if self.writer is not None:
+                    self.writer.record(part)
+                await self.progress.emit(
+                    PartDone(
+                        key=self.key,
+                        part_number=planned.number,
+                        size=planned.size,
+                        parts_done=len(done),
+                        part_count=parts_total,
+                    )
+                )
+            finally:
+                semaphore.release()
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for planned in plan:
+                    if planned.number in done:
+                        continue
+                    await semaphore.acquire()
+                    if self.writer is not None and self.writer.error is not None:
+                        semaphore.release()
+                        raise self.writer.error
+                    group.create_task(upload(planned))
+        except BaseExceptionGroup as group_error:
+            raise _first_error(group_error) from None
+
+    async def _send_part(self, planned: PartPlan) -> CheckpointPart:
+        assert self.upload_id is not None
+        body = _Body(self, planned.number, planned.offset, planned.size)
+        try:
+            resp = await self.client._upload_part(
+                self.bucket,
+                self.key,
+                self.upload_id,
+                planned.number,
+                body,
+                planned.size,
+                self.headers.part,
+                body.check,
+                self._retry_hook(planned.number),
+            )
+        except OssError:
+            if self.source_shrank:
+                raise self._file_changed("it became shorter") from None
+            raise
+        etag = resp.header("etag")
+        if not etag:
+            raise ProtocolError(f"UploadPart {planned.number} answered without an ETag")
+        await self.progress.sent(planned.number, planned.size)
+        return CheckpointPart(planned.number, planned.size, etag, body.crc)
+
+    async def _complete(
+        self,
+        plan: list[PartPlan],
+        part_size: int,
+        done: dict[int, CheckpointPart],
+    ) -> UploadResult:
+        assert self.upload_id is not None
+        parts = [done[p.number] for p in plan]
+        expected = crc64_fold((p.crc64, p.size) for p in parts)
+        self.completing = True
+        try:
+            result, resp = await self.client._complete(
+                self.bucket,
+                self.key,
+                self.upload_id,
+                [(p.number, p.etag) for p in parts],
+                self.headers.complete,
+                self._retry_hook(0),
+            )
+        except NoSuchUploadError as exc:
+            # Spec 10.3: Complete may have succeeded and its answer been lost.
+            head = await self.client._head(self.bucket, self.key)
+            if head is None or not _head_matches(head, self.identity.size, expected):
+                exc.add_note(
+                    f"upload {self.upload_id} is gone and oss://{self.bucket}/{self.key} does "
+                    "not hold this file"
+                )
+                raise
+            etag, request_id = head.header("etag"), head.header("x-oss-request-id")
+        else:
+            etag, request_id = result.etag or resp.header("etag"), resp.header("x-oss-request-id")
+            reported = _response_crc(resp)
+            if reported is None:
+                head = await self.client._head(self.bucket, self.key)
+                reported = _response_crc(head) if head is not None else None
+            if reported is not None and reported != expected:
+                if self.cp_path is not None:
+                    await self.io.run(remove_quietly, self.cp_path)
+                raise IntegrityError(
+                    f"oss://{self.bucket}/{self.key} exists but its CRC-64 ({reported}) differs "
+                    f"from the uploaded parts' ({expected}); the object is corrupt, upload again",
+                    expected=expected,
+                    actual=reported,
+                )
+        if self.cp_path is not None:
+            await self.io.run(remove_quietly, self.cp_path)
+        result_obj = UploadResult(
+            bucket=self.bucket,
+            key=self.key,
+            etag=etag,
+            crc64=expected,
+            size=self.identity.size,
+            upload_id=self.upload_id,
+            part_size=part_size,
+            parts_uploaded=len(parts) - len(self.resumed),
+            parts_resumed=len(self.resumed),
+            bytes_resumed=sum(p.size for p in parts if p.number in self.resumed),
+            request_id=request_id,
+        )
+        await self._emit_completed(result_obj)
+        return result_obj
+
+    async def _after_failure(self, error: Exception | None) -> None:
+        """Keep what can be resumed; abort what cannot. ``error`` is None on cancellation."""
+        if self.writer is not None:
+            await self.writer.stop()
+        if isinstance(error, FileChangedError):
+            if self.upload_id is not None:
+                await self._abort_quietly(self.bucket, self.key, self.upload_id, "file changed")
+            if self.cp_path is not None:
+                await self.io.run(remove_quietly, self.cp_path)
+            return
+        if isinstance(error, IntegrityError) and error.actual is not None and self.completing:
+            return  # Complete consumed the upload id: there is nothing left to resume
+        if self.writer is not None:
+            try:
+                await self.writer.flush()
+            except CheckpointError as exc:
+                if error is not None:
+                    error.add_note(f"and the checkpoint could not be saved: {exc}")
+                return
+            if error is not None:
+                error.add_note(
+                    "the upload can be resumed: run the same upload again "
+                    f"(checkpoint {self.writer.path})"
+                )
+            return
+        if self.upload_id is not None:
+            await self._abort_quietly(self.bucket, self.key, self.upload_id, "upload failed")
+
+
+def _same_etag(a: str, b: str) -> bool:
+    return a.strip('"').upper() == b.strip('"').upper()
+
+
+def _head_matches(head: HttpResponse, size: int, crc: int) -> bool:
+    try:
+        length = int(head.header("content-length", "-1"))
+        reported = _response_crc(head)
+    except (ValueError, ProtocolError):
+        return False
+    return length == size and reported == crc
+
+
+def _identity_difference(old: SourceIdentity, new: SourceIdentity) -> str:
+    changes = [
+        f"{name} {getattr(old, name)} -> {getattr(new, name)}"
+        for name in ("path", "size", "mtime_ns", "inode", "device")
+        if getattr(old, name) != getattr(new, name)
+    ]
+    return ", ".join(changes) or "identity differs"
