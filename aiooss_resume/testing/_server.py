@@ -268,8 +268,8 @@ def _parse_range(value: str, size: int) -> tuple[int, int] | None:
         return max(0, size - suffix), size - 1
     start = int(first)
     end = int(last) if last else size - 1
-    if end < start:
-        return None  # invalid range spec: OSS ignores it and sends the whole object
+    if last and end < start:
+        return None  # an invalid range spec is ignored: the whole object is sent
     if start >= size:
         raise OssHttpError("InvalidRange", details={"RangeRequested": value})
     return start, min(end, size - 1)
@@ -364,7 +364,7 @@ class OssServer:
         )
         runner = web.ServerRunner(server, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, self._host, self._port, shutdown_timeout=1.0)
+        site = web.TCPSite(runner, self._host, self._port)
         try:
             await site.start()
         except BaseException:
@@ -745,6 +745,7 @@ class OssServer:
                 break
             ctx.bytes_received += len(chunk)
             if reset_at is not None and ctx.bytes_received >= reset_at:
+                ctx.bytes_received = reset_at  # "read N bytes, then reset"
                 raise _Dropped("reset_after_bytes")
             await self._throttle(ctx, started, ctx.bytes_received)
         if reset_at is not None:
@@ -792,6 +793,7 @@ class OssServer:
                     break
                 ctx.bytes_received += len(chunk)
                 if reset_at is not None and ctx.bytes_received >= reset_at:
+                    ctx.bytes_received = reset_at  # "read N bytes, then reset"
                     raise _Dropped("reset_after_bytes")
                 if ctx.bytes_received > limit:
                     raise OssHttpError(
@@ -928,15 +930,18 @@ class OssServer:
         if path is not None:
             loop = asyncio.get_running_loop()
             started = loop.time()
+            rate = ctx.effect.throttle_bytes_per_sec if ctx.effect is not None else None
+            # throttled: ~10 writes per second, each sent once its time has come
+            piece = min(_CHUNK, max(1, rate // 10)) if rate else _CHUNK
             offset, sent = start, 0
             while offset <= end:
-                data = await store.read_range(path, offset, min(_CHUNK, end - offset + 1))
+                data = await store.read_range(path, offset, min(piece, end - offset + 1))
                 if not data:  # the file shrank under us (replaced): nothing sane to send
                     raise _Dropped("object replaced while reading")
-                await response.write(data)
-                offset += len(data)
                 sent += len(data)
                 await self._throttle(ctx, started, sent)
+                await response.write(data)
+                offset += len(data)
         await response.write_eof()
         return response
 
