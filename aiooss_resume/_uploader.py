@@ -508,7 +508,7 @@ class _Body:
                 data, self.crc = await self.job.src.read(self.offset + position, n, self.crc)
             except EOFError:
                 self.job.source_shrank = True
-                raise
+                raise self.job._file_changed("it became shorter") from None
             yield data
             position += n
             await self.job.progress.sent(self.number, position)
@@ -627,7 +627,8 @@ class _Upload:
                 body.check,
                 self._retry_hook(1),
             )
-        except OssError:
+        except Exception:
+            # The transport may wrap our FileChangedError in its own error: unwrap it here.
             if self.source_shrank:
                 raise self._file_changed("it became shorter") from None
             raise
@@ -954,7 +955,8 @@ class _Upload:
                 body.check,
                 self._retry_hook(planned.number),
             )
-        except OssError:
+        except Exception:
+            # The transport may wrap our FileChangedError in its own error: unwrap it here.
             if self.source_shrank:
                 raise self._file_changed("it became shorter") from None
             raise

@@ -118,7 +118,11 @@ class FakeOss:
         self.objects[key] = (data, dict(req.headers))
         return HttpResponse(
             200,
-            {"etag": _etag(data), "x-oss-hash-crc64ecma": str(crc64(data)), "x-oss-request-id": "P"},
+            {
+                "etag": _etag(data),
+                "x-oss-hash-crc64ecma": str(crc64(data)),
+                "x-oss-request-id": "P",
+            },
         )
 
     def _HeadObject(self, key: str, query: dict[str, str], req: HttpRequest) -> HttpResponse:
@@ -191,10 +195,8 @@ class FakeOss:
         crc = crc64_fold((upload.parts[n][2], len(upload.parts[n][0])) for n, _ in listed)
         self.objects[key] = (data, upload.headers)
         del self.uploads[query["uploadId"]]
-        body = encode_complete_result(CompleteResult("b", key, '"MULTI-%d"' % len(listed)))
-        return HttpResponse(
-            200, {"x-oss-hash-crc64ecma": str(crc), "x-oss-request-id": "C"}, body
-        )
+        body = encode_complete_result(CompleteResult("b", key, f'"MULTI-{len(listed)}"'))
+        return HttpResponse(200, {"x-oss-hash-crc64ecma": str(crc), "x-oss-request-id": "C"}, body)
 
     def _AbortMultipartUpload(
         self, key: str, query: dict[str, str], req: HttpRequest
