@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from aiooss_resume.testing import Fault, parse_fault_spec
+from aiooss_resume.testing import ChaosSpec, Fault, parse_fault_spec
 from aiooss_resume.testing._auth import AuthConfig, headers_for_signing, verify_request
 from aiooss_resume.testing._faults import FaultPlan
 from aiooss_resume.testing._protocol import (
@@ -162,7 +162,9 @@ def _mutations(capture: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     variant("method", method="PATCH" if request["method"] != "PATCH" else "PUT")
     path, _, query = request["raw_target"].partition("?")
     # the last byte of the key (or bucket), so the target stays parseable
-    variant("key", raw_target=path[:-1] + ("X" if path[-1] != "X" else "Y") + "?" * bool(query) + query)
+    variant(
+        "key", raw_target=path[:-1] + ("X" if path[-1] != "X" else "Y") + "?" * bool(query) + query
+    )
     for index, (name, value) in enumerate(request["headers"]):
         lowered = name.lower()
         signed = lowered.startswith("x-oss-") or lowered in ("content-md5", "content-type")
@@ -182,7 +184,10 @@ def _mutations(capture: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
             version == "v1" or name.lower() == "x-oss-date"
         ):
             headers = [list(h) for h in request["headers"]]
-            headers[index] = [name, value.replace("08:30:00", "08:30:01").replace("083000", "083001")]
+            headers[index] = [
+                name,
+                value.replace("08:30:00", "08:30:01").replace("083000", "083001"),
+            ]
             variant(f"header:{name.lower()}", headers=headers)
     if query:
         # change one byte of a (signed) query value
@@ -268,7 +273,9 @@ def test_unknown_access_key_and_missing_auth() -> None:
         **capture,
         "request": {
             **capture["request"],
-            "headers": [h for h in capture["request"]["headers"] if h[0].lower() != "authorization"],
+            "headers": [
+                h for h in capture["request"]["headers"] if h[0].lower() != "authorization"
+            ],
         },
     }
     with pytest.raises(OssHttpError) as info:
@@ -281,9 +288,10 @@ def test_v1_mismatch_carries_string_to_sign() -> None:
     config = _config(VECTORS["oss2-v1-upload-part"]["inputs"], access_key_secret="wrong")
     with pytest.raises(OssHttpError) as info:
         _verify_capture(capture, config)
-    assert info.value.details["StringToSign"] == VECTORS["oss2-v1-upload-part"]["expected"][
-        "string_to_sign"
-    ]
+    assert (
+        info.value.details["StringToSign"]
+        == VECTORS["oss2-v1-upload-part"]["expected"]["string_to_sign"]
+    )
 
 
 def test_sts_token_is_required_when_configured() -> None:
@@ -318,6 +326,7 @@ def test_fault_spec_parsing() -> None:
     assert Fault.parse("UploadPart:throttle=1000").throttle_bytes_per_sec == 1000
     chaos = parse_fault_spec("chaos:probability=0.5:seed=3:kinds=error+reset")
     assert chaos == (0.5, 3, ("error", "reset"), ("UploadPart",))
+    assert isinstance(chaos, ChaosSpec)
     for spec in ("Nope:status=500", "UploadPart:bogus=1", "UploadPart:status", "UploadPart:nth=0"):
         with pytest.raises(ValueError, match="fault spec"):
             parse_fault_spec(spec)
@@ -332,7 +341,20 @@ def test_fault_window_and_part_filter() -> None:
             effect = plan.evaluate("UploadPart", part, f"R{i}{part}")
             fired.append(effect is not None)
     # part 2 requests are the 2nd, 4th, ... evaluations; its 2nd and 3rd occurrences fire
-    assert fired == [False, False, False, True, False, True, False, False, False, False, False, False]
+    assert fired == [
+        False,
+        False,
+        False,
+        True,
+        False,
+        True,
+        False,
+        False,
+        False,
+        False,
+        False,
+        False,
+    ]
     assert handle.fired == 2
     assert handle.exhausted
     assert [r.request_id for r in plan.fired] == ["R12", "R22"]

@@ -108,7 +108,9 @@ async def test_put_get_head_delete(server: OssServer, session: aiohttp.ClientSes
         part = await oss_request(session, server, "GET", key, headers={"Range": rng})
         assert (part.status, part.body) == (206, expected)
         assert part.headers["Content-Range"] == content_range
-    unsatisfiable = await oss_request(session, server, "GET", key, headers={"Range": "bytes=300000-"})
+    unsatisfiable = await oss_request(
+        session, server, "GET", key, headers={"Range": "bytes=300000-"}
+    )
     assert (unsatisfiable.status, unsatisfiable.code) == (416, "InvalidRange")
     ignored = await oss_request(session, server, "GET", key, headers={"Range": "bytes=junk"})
     assert (ignored.status, ignored.body) == (200, data)
@@ -220,11 +222,19 @@ async def test_auth_failures(server: OssServer, session: aiohttp.ClientSession) 
     missing = await oss_request(session, server, "PUT", "k", body=b"x", sign=False)
     assert (missing.status, missing.code) == (403, "AccessDenied")
     for version in ("v1", "v4"):
-        wrong = await oss_request(session, server, "PUT", "k", body=b"x", secret="bad", version=version)  # type: ignore[arg-type]
+        wrong = await oss_request(
+            session, server, "PUT", "k", body=b"x", secret="bad", version=version
+        )  # type: ignore[arg-type]
         assert (wrong.status, wrong.code) == (403, "SignatureDoesNotMatch")
         assert wrong.headers["x-oss-ec"]
         unknown = await oss_request(
-            session, server, "PUT", "k", body=b"x", access_key_id="NOPE", version=version  # type: ignore[arg-type]
+            session,
+            server,
+            "PUT",
+            "k",
+            body=b"x",
+            access_key_id="NOPE",
+            version=version,  # type: ignore[arg-type]
         )
         assert (unknown.status, unknown.code) == (403, "InvalidAccessKeyId")
     v1_wrong = await oss_request(session, server, "GET", "k", secret="bad", version="v1")
@@ -251,7 +261,13 @@ async def test_security_token(tmp_path: Path, session: aiohttp.ClientSession) ->
             ok = await oss_request(session, server, "PUT", "k", body=b"x", version=version)  # type: ignore[arg-type]
             assert ok.status == 200
             wrong = await oss_request(
-                session, server, "PUT", "k", body=b"x", version=version, token="other"  # type: ignore[arg-type]
+                session,
+                server,
+                "PUT",
+                "k",
+                body=b"x",
+                version=version,
+                token="other",  # type: ignore[arg-type]
             )
             assert (wrong.status, wrong.code) == (403, "InvalidSecurityToken")
 
@@ -329,7 +345,9 @@ async def test_multipart_flow(tmp_path: Path, session: aiohttp.ClientSession) ->
         assert head.headers["x-oss-object-type"] == "Multipart"
         info = server.object_info(BUCKET, key)
         assert info is not None and info.headers["x-oss-object-acl"] == "private"
-        again = await oss_request(session, server, "POST", key, query=[("uploadId", upload_id)], body=body)
+        again = await oss_request(
+            session, server, "POST", key, query=[("uploadId", upload_id)], body=body
+        )
         assert (again.status, again.code) == (404, "NoSuchUpload")
         assert server.list_uploads(BUCKET) == []
 
@@ -364,7 +382,9 @@ async def test_bad_multipart_requests_get_oss_answers(
             query=[("partNumber", number), ("uploadId", upload_id)], body=b"x",
         )  # fmt: skip
         assert (reply.status, reply.code) == (400, "InvalidArgument"), number
-        assert reply.error.message == "Part number must be an integer between 1 and 10000, inclusive."
+        assert (
+            reply.error.message == "Part number must be an integer between 1 and 10000, inclusive."
+        )
         assert reply.error.details["ArgumentName"] == "partNumber"
 
     unknown = "0" * 32
@@ -520,7 +540,10 @@ async def test_sixteen_concurrent_part_uploads(
     server.faults.add(Fault(operation="UploadPart", delay=0.3, times=None))
     parts = [bytes([n]) * PART for n in range(16)]
     replies = await asyncio.gather(
-        *(upload_part(session, server, "parallel", upload_id, n + 1, d) for n, d in enumerate(parts))
+        *(
+            upload_part(session, server, "parallel", upload_id, n + 1, d)
+            for n, d in enumerate(parts)
+        )
     )
     assert all(r.status == 200 for r in replies)
     assert server.stats.peak_in_flight["UploadPart"] == 16
@@ -539,13 +562,19 @@ async def test_state_survives_restart(tmp_path: Path, session: aiohttp.ClientSes
     async with OssServer(root=root) as server:
         upload_id = await initiate(session, server, "resume/me")
         for n, data in enumerate(parts[:2], start=1):
-            assert (await upload_part(session, server, "resume/me", upload_id, n, data)).status == 200
+            assert (
+                await upload_part(session, server, "resume/me", upload_id, n, data)
+            ).status == 200
         await oss_request(session, server, "PUT", "plain", body=b"plain object")
     async with OssServer(root=root) as server:
-        listed = await oss_request(session, server, "GET", "resume/me", query=[("uploadId", upload_id)])
+        listed = await oss_request(
+            session, server, "GET", "resume/me", query=[("uploadId", upload_id)]
+        )
         result = decode_list_parts_result(listed.body)
         assert [(p.part_number, p.size) for p in result.parts] == [(1, PART), (2, PART)]
-        assert (await upload_part(session, server, "resume/me", upload_id, 3, parts[2])).status == 200
+        assert (
+            await upload_part(session, server, "resume/me", upload_id, 3, parts[2])
+        ).status == 200
         done = await oss_request(
             session, server, "POST", "resume/me", query=[("uploadId", upload_id)],
             headers={"x-oss-complete-all": "yes"},
@@ -603,7 +632,9 @@ async def test_request_log(server: OssServer, session: aiohttp.ClientSession) ->
 # ---------------------------------------------------------------- faults
 
 
-async def test_fault_status_nth_and_times(server: OssServer, session: aiohttp.ClientSession) -> None:
+async def test_fault_status_nth_and_times(
+    server: OssServer, session: aiohttp.ClientSession
+) -> None:
     handle = server.faults.add(Fault.parse("PutObject:nth=2:times=2:status=503"))
     statuses = []
     for _ in range(5):

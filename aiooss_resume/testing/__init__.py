@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ._faults import (
     ChaosKind,
+    ChaosSpec,
     Fault,
     FaultContext,
     FaultHandle,
@@ -34,6 +35,7 @@ __all__ = [
     "DEFAULT_ACCESS_KEY_SECRET",
     "DEFAULT_REGION",
     "ChaosKind",
+    "ChaosSpec",
     "Fault",
     "FaultContext",
     "FaultHandle",

@@ -54,7 +54,7 @@ import random
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, cast
 
 from ._protocol import OPERATIONS, default_code, default_status
 
@@ -63,6 +63,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ChaosKind",
+    "ChaosSpec",
     "Effect",
     "Fault",
     "FaultContext",
@@ -82,6 +83,15 @@ _CHAOS_KINDS: Final[tuple[ChaosKind, ...]] = (
     "drop_response",
     "delay",
 )
+
+
+class ChaosSpec(NamedTuple):
+    """The arguments of ``FaultPlan.chaos`` parsed from a ``chaos:...`` spec."""
+
+    probability: float
+    seed: int
+    kinds: tuple[ChaosKind, ...]
+    operations: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,6 +359,14 @@ class FaultPlan:
         with self._lock:
             self._chaos.append(rule)
 
+    def add_spec(self, spec: str) -> FaultHandle | None:
+        """Add a rule given in the text form; returns None for a ``chaos:`` spec."""
+        parsed = parse_fault_spec(spec)
+        if isinstance(parsed, Fault):
+            return self.add(parsed)
+        self.chaos(*parsed)
+        return None
+
     @property
     def rules(self) -> list[FaultHandle]:
         with self._lock:
@@ -431,12 +449,19 @@ def parse_fault_spec(
             seed = int(options.pop("seed", "0"))
         except ValueError as exc:
             raise ValueError(f"fault spec {spec!r}: {exc}") from None
-        kinds = tuple(options.pop("kinds", "error+slowdown+reset").replace(",", "+").split("+"))
+        kinds: list[ChaosKind] = []
+        for kind in options.pop("kinds", "error+slowdown+reset").replace(",", "+").split("+"):
+            if kind not in _CHAOS_KINDS:
+                raise ValueError(f"fault spec {spec!r}: unknown chaos kind {kind!r}")
+            kinds.append(cast(ChaosKind, kind))
         operations = tuple(options.pop("operations", "UploadPart").replace(",", "+").split("+"))
         if options:
             raise ValueError(f"fault spec {spec!r}: unknown chaos option(s) {sorted(options)}")
-        _Chaos(probability, seed, kinds, operations)  # type: ignore[arg-type]  # validates
-        return probability, seed, kinds, operations  # type: ignore[return-value]
+        try:
+            _Chaos(probability, seed, kinds, operations)  # validates
+        except ValueError as exc:
+            raise ValueError(f"fault spec {spec!r}: {exc}") from None
+        return ChaosSpec(probability, seed, tuple(kinds), operations)
     operation = head.strip()
     fields["operation"] = None if operation in ("*", "") else operation
     for name, value in pairs:

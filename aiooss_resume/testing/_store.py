@@ -112,9 +112,12 @@ _upload_decoder = msgspec.json.Decoder(UploadMeta)
 
 
 def iso8601_ms(timestamp: float) -> str:
-    """``2024-05-20T08:30:00.000Z``: the form of ``LastModified``/``Initiated`` in XML."""
-    moment = datetime.fromtimestamp(timestamp, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    """``2024-05-20T08:30:00.000Z``: the form of ``LastModified``/``Initiated`` in XML.
+
+    The milliseconds are always ``000``, as OSS sends them: oss2 parses these timestamps
+    with a pattern that requires the literal ``.000Z`` and fails on anything else.
+    """
+    return datetime.fromtimestamp(int(timestamp), UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 @dataclass(frozen=True, slots=True)

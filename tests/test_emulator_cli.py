@@ -1,0 +1,114 @@
+"""``python -m aiooss_resume.testing serve``: endpoint on the first line, faults, clean SIGINT."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from aiooss_resume._signing import sign_request
+from aiooss_resume.testing._cli import add_serve_arguments, serve_main
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+
+@contextmanager
+def serve(*args: str, env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aiooss_resume.testing", "serve", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    try:
+        assert process.stdout is not None
+        endpoint = process.stdout.readline().strip()
+        yield endpoint, process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def _put(endpoint: str, key: str, body: bytes, ak: str, sk: str) -> tuple[int, bytes]:
+    headers = sign_request(
+        method="PUT",
+        bucket="cli-bucket",
+        key=key,
+        query=[],
+        headers={"Content-Type": "application/octet-stream"},
+        access_key_id=ak,
+        access_key_secret=sk,
+        security_token=None,
+        version="v4",
+        region="cn-hangzhou",
+        now=datetime.now(UTC),
+    )
+    request = urllib.request.Request(
+        f"{endpoint}/cli-bucket/{key}", data=body, method="PUT", headers=headers
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, error.read()
+
+
+def test_serve_prints_endpoint_and_stops_on_sigint(tmp_path: Path) -> None:
+    with serve(
+        "--root", str(tmp_path), "--fault", "PutObject:nth=2:status=503",
+        env={"OSS_ACCESS_KEY_ID": "ENVAK", "OSS_ACCESS_KEY_SECRET": "ENVSK"},
+    ) as (endpoint, process):  # fmt: skip
+        assert endpoint.startswith("http://127.0.0.1:")
+        assert endpoint.rsplit(":", 1)[1].isdigit()
+        assert _put(endpoint, "a.txt", b"hello", "ENVAK", "ENVSK")[0] == 200
+        status, body = _put(endpoint, "a.txt", b"hello", "ENVAK", "ENVSK")
+        assert status == 503 and b"<Code>SlowDown</Code>" in body
+        status, body = _put(endpoint, "a.txt", b"hello", "ENVAK", "wrong")
+        assert status == 403 and b"SignatureDoesNotMatch" in body
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=15)
+        assert process.returncode == 0
+        assert "Traceback" not in stderr
+    assert any((tmp_path / "buckets" / "cli-bucket" / "objects").iterdir())
+
+
+def test_serve_stops_on_sigterm_with_flags() -> None:
+    with serve("--access-key-id", "AK1", "--access-key-secret", "SK1", "--store", "discard") as (
+        endpoint,
+        process,
+    ):
+        assert _put(endpoint, "x", b"x" * 1000, "AK1", "SK1")[0] == 200
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=15)
+        assert process.returncode == 0
+        assert "Traceback" not in stderr
+
+
+def test_bad_fault_spec_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        serve_main(["serve", "--fault", "UploadPart:bogus=1"])
+    assert info.value.code == 2
+    assert "unknown fault option" in capsys.readouterr().err
+
+
+def test_add_serve_arguments_defaults() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    args = parser.parse_args(["--bucket", "a-b", "--bucket", "c-d", "--fault", "PutObject:delay=1"])
+    assert (args.host, args.port, args.region, args.store) == ("127.0.0.1", 0, "cn-hangzhou", "disk")
+    assert args.buckets == ["a-b", "c-d"]
+    assert args.faults == ["PutObject:delay=1"]
