@@ -1,0 +1,240 @@
+"""The engine against the project's OSS emulator over real sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+import aiooss_resume as oss
+from aiooss_resume.testing import Fault, OssServer
+
+pytestmark = pytest.mark.anyio
+
+KIB = 1024
+BUCKET = "bkt"
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[OssServer]:
+    async with OssServer(root=tmp_path / "srv") as srv:
+        yield srv
+
+
+def client_for(server: OssServer, **kwargs: object) -> oss.Client:
+    creds = server.credentials
+    options: dict[str, object] = {
+        "credentials": oss.Credentials(
+            creds.access_key_id, creds.access_key_secret, creds.security_token
+        ),
+        "region": server.region,
+        "retry": oss.RetryPolicy(max_attempts=4, base_delay=0.0),
+    }
+    options.update(kwargs)
+    return oss.Client(server.endpoint, **options)  # type: ignore[arg-type]
+
+
+def make_file(tmp_path: Path, size: int, name: str = "src.bin") -> Path:
+    path = tmp_path / name
+    path.write_bytes(os.urandom(size))
+    return path
+
+
+@pytest.mark.parametrize("version", ["v1", "v4"])
+@pytest.mark.parametrize(
+    "size", [0, 1, 100 * KIB - 1, 100 * KIB, 100 * KIB + 1, 300 * KIB, 350 * KIB + 7]
+)
+async def test_round_trip(server: OssServer, tmp_path: Path, version: str, size: int) -> None:
+    src = make_file(tmp_path, size)
+    key = "测试目录/文件 名(1)+&=?#%~.bin"
+    async with client_for(server, signature_version=version) as client:
+        result = await client.bucket(BUCKET).upload_file(
+            key, src, 100 * KIB, routines=3, checkpoint=True
+        )
+    assert server.read_object(BUCKET, key) == src.read_bytes()
+    assert result.size == size
+    assert (result.upload_id is None) == (size < 100 * KIB)
+    assert not (tmp_path / "src.bin.cp").exists()
+
+
+async def test_sts_token_is_sent_and_required(tmp_path: Path) -> None:
+    async with OssServer(root=tmp_path / "srv", security_token="CAIS+tok/en=") as server:
+        src = make_file(tmp_path, 250 * KIB)
+        async with client_for(server) as client:
+            await client.bucket(BUCKET).upload_file("k", src, 100 * KIB)
+        creds = server.credentials
+        no_token = oss.Credentials(creds.access_key_id, creds.access_key_secret)
+        async with client_for(server, credentials=no_token) as client:
+            with pytest.raises(oss.ServiceError) as info:
+                await client.bucket(BUCKET).upload_file("k2", src, 100 * KIB)
+        assert info.value.status == 403
+    assert server.read_object(BUCKET, "k") == src.read_bytes()
+
+
+async def test_wrong_secret_fails_fast_with_the_oss_code(server: OssServer, tmp_path: Path) -> None:
+    src = make_file(tmp_path, 250 * KIB)
+    wrong = oss.Credentials(server.credentials.access_key_id, "not-the-secret")
+    async with client_for(server, credentials=wrong) as client:
+        with pytest.raises(oss.ServiceError) as info:
+            await client.bucket(BUCKET).upload_file("k", src, 100 * KIB)
+    err = info.value
+    assert err.code == "SignatureDoesNotMatch" and err.status == 403
+    assert len(err.request_id) == 24
+    assert "not-the-secret" not in str(err)
+    assert len(server.requests) == 1  # not retried
+
+
+async def test_clock_skew_is_learned_and_applied(tmp_path: Path) -> None:
+    ahead = timedelta(minutes=40)
+    async with OssServer(root=tmp_path / "srv", clock=lambda: datetime.now(UTC) + ahead) as server:
+        src = make_file(tmp_path, 350 * KIB)
+        async with client_for(server) as client:
+            await client.bucket(BUCKET).upload_file("k", src, 100 * KIB, routines=2)
+            offset = client.clock_offset
+    codes = [r.code for r in server.requests if r.code]
+    assert codes == ["RequestTimeTooSkewed"]  # once, then every signature is corrected
+    assert abs(offset - ahead.total_seconds()) < 5
+    assert server.read_object(BUCKET, "k") == src.read_bytes()
+
+
+async def test_wrong_region_is_a_clear_error(server: OssServer, tmp_path: Path) -> None:
+    src = make_file(tmp_path, 10)
+    async with client_for(server, region="cn-beijing") as client:
+        with pytest.raises(oss.ServiceError) as info:
+            await client.bucket(BUCKET).upload_file("k", src)
+    assert info.value.code == "InvalidArgument"
+
+
+async def test_peak_parts_in_flight_equals_routines(server: OssServer, tmp_path: Path) -> None:
+    server.faults.add(Fault(operation="UploadPart", delay=0.05, times=None))
+    src = make_file(tmp_path, 1200 * KIB)
+    async with client_for(server) as client:
+        await client.bucket(BUCKET).upload_file("k", src, 100 * KIB, routines=4)
+    assert server.stats.peak_in_flight["UploadPart"] == 4
+
+
+async def test_network_faults_on_every_operation(server: OssServer, tmp_path: Path) -> None:
+    faults = [
+        Fault(operation="InitiateMultipartUpload", status=503, code="SlowDown"),
+        Fault(operation="UploadPart", part_number=1, reset_after_bytes=30 * KIB),
+        Fault(operation="UploadPart", part_number=2, wrong_crc=True),
+        Fault(operation="UploadPart", part_number=3, status=500, code="InternalError"),
+        Fault(operation="CompleteMultipartUpload", drop_response=True),
+    ]
+    for fault in faults:
+        server.faults.add(fault)
+    src = make_file(tmp_path, 350 * KIB)
+    events: list[oss.ProgressEvent] = []
+    async with client_for(server) as client:
+        result = await client.bucket(BUCKET).upload_file(
+            "k", src, 100 * KIB, routines=2, checkpoint=True, on_progress=events.append
+        )
+    assert server.read_object(BUCKET, "k") == src.read_bytes()
+    retried = [e for e in events if isinstance(e, oss.PartRetried)]
+    assert sorted(e.part_number for e in retried) == [0, 0, 1, 2, 3]
+    done = [e.bytes_done for e in events if isinstance(e, oss.BytesSent)]
+    assert done == sorted(done) and done[-1] == 350 * KIB
+    assert result.crc64 != 0
+
+
+async def test_stalled_part_times_out_and_is_retried(server: OssServer, tmp_path: Path) -> None:
+    server.faults.add(Fault(operation="UploadPart", part_number=2, stall=30))
+    src = make_file(tmp_path, 250 * KIB)
+    events: list[oss.ProgressEvent] = []
+    async with client_for(server, read_timeout=0.5) as client:
+        await client.bucket(BUCKET).upload_file("k", src, 100 * KIB, on_progress=events.append)
+    (retried,) = [e for e in events if isinstance(e, oss.PartRetried)]
+    assert retried.part_number == 2 and "timed out" in retried.error
+    assert server.read_object(BUCKET, "k") == src.read_bytes()
+
+
+async def test_retries_exhausted_keep_the_checkpoint_and_say_so(
+    server: OssServer, tmp_path: Path
+) -> None:
+    server.faults.add(Fault(operation="UploadPart", part_number=2, status=503, times=None))
+    src = make_file(tmp_path, 350 * KIB)
+    async with client_for(server) as client:
+        bucket = client.bucket(BUCKET)
+        with pytest.raises(oss.ServiceError) as info:
+            await bucket.upload_file("k", src, 100 * KIB, checkpoint=True)
+        notes = " ".join(info.value.__notes__)
+        assert "4 attempts" in notes and "src.bin.cp" in notes
+        server.faults.clear()
+        result = await bucket.upload_file("k", src, 100 * KIB, checkpoint=True)
+    assert result.parts_resumed == 1
+    assert server.read_object(BUCKET, "k") == src.read_bytes()
+
+
+async def test_resume_reconciles_with_paged_list_parts(tmp_path: Path) -> None:
+    async with OssServer(root=tmp_path / "srv", list_parts_page_size=2) as server:
+        server.faults.add(Fault(operation="UploadPart", part_number=6, status=403, times=None))
+        src = make_file(tmp_path, 700 * KIB)
+        async with client_for(server) as client:
+            bucket = client.bucket(BUCKET)
+            with pytest.raises(oss.ServiceError):
+                await bucket.upload_file("k", src, 100 * KIB, checkpoint=True)
+            server.faults.clear()
+            result = await bucket.upload_file("k", src, 100 * KIB, checkpoint=True)
+        assert result.parts_resumed == 5
+        assert len([r for r in server.requests if r.operation == "ListParts"]) == 3
+        assert server.read_object(BUCKET, "k") == src.read_bytes()
+
+
+async def test_resume_after_server_restart(tmp_path: Path) -> None:
+    root = tmp_path / "srv"
+    src = make_file(tmp_path, 450 * KIB)
+    async with OssServer(root=root) as server:
+        port = int(server.endpoint.rsplit(":", 1)[1])
+        server.faults.add(Fault(operation="UploadPart", part_number=4, status=403, times=None))
+        async with client_for(server) as client:
+            with pytest.raises(oss.ServiceError):
+                await client.bucket(BUCKET).upload_file("k", src, 100 * KIB, checkpoint=True)
+    # Same endpoint (a checkpoint for another endpoint is not resumed), same storage root.
+    async with OssServer(root=root, port=port) as server, client_for(server) as client:
+        result = await client.bucket(BUCKET).upload_file("k", src, 100 * KIB, checkpoint=True)
+        assert result.parts_resumed == 3
+        assert server.read_object(BUCKET, "k") == src.read_bytes()
+
+
+async def test_list_and_abort_uploads(server: OssServer, tmp_path: Path) -> None:
+    server.faults.add(Fault(operation="UploadPart", part_number=2, status=403, times=None))
+    src = make_file(tmp_path, 250 * KIB)
+    async with client_for(server) as client:
+        bucket = client.bucket(BUCKET)
+        with pytest.raises(oss.ServiceError):
+            await bucket.upload_file("dir/k", src, 100 * KIB, checkpoint=True)
+        (upload,) = await bucket.list_uploads("dir/")
+        assert upload.key == "dir/k"
+        assert await bucket.list_uploads("other/") == []
+        await bucket.abort_upload("dir/k", upload.upload_id)
+        assert await bucket.list_uploads() == []
+        with pytest.raises(oss.NoSuchUploadError):
+            await bucket.abort_upload("dir/k", upload.upload_id)
+
+
+async def test_missing_credentials_name_the_variables(
+    server: OssServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in list(os.environ):
+        if name.startswith(("OSS_", "ALIBABA_CLOUD_")):
+            monkeypatch.delenv(name)
+    src = make_file(tmp_path, 10)
+    async with oss.Client(server.endpoint, region=server.region) as client:
+        with pytest.raises(oss.CredentialsError, match="OSS_ACCESS_KEY_ID"):
+            await client.bucket(BUCKET).upload_file("k", src)
+    assert server.requests == []
+
+
+async def test_credentials_from_the_environment(
+    server: OssServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OSS_ACCESS_KEY_ID", server.credentials.access_key_id)
+    monkeypatch.setenv("OSS_ACCESS_KEY_SECRET", server.credentials.access_key_secret)
+    monkeypatch.setenv("OSS_REGION", server.region)
+    src = make_file(tmp_path, 10)
+    async with oss.Client(server.endpoint) as client:
+        await client.bucket(BUCKET).upload_file("k", src)
+    assert server.read_object(BUCKET, "k") == src.read_bytes()
