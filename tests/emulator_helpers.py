@@ -7,6 +7,7 @@ import hashlib
 from collections.abc import AsyncIterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 import aiohttp
 from multidict import CIMultiDictProxy
@@ -15,7 +16,21 @@ from yarl import URL
 from aiooss_resume._models import ErrorDocument
 from aiooss_resume._signing import SignatureVersion, encode_query, request_path, sign_request
 from aiooss_resume._xml import decode_error, decode_error_header
-from aiooss_resume.testing import OssServer, ThreadedOssServer
+from aiooss_resume.testing import OssServer, ServerCredentials
+
+
+class ServerLike(Protocol):
+    """What a request needs to know about a server (OssServer, ThreadedOssServer...)."""
+
+    @property
+    def endpoint(self) -> str: ...
+
+    @property
+    def region(self) -> str: ...
+
+    @property
+    def credentials(self) -> ServerCredentials: ...
+
 
 BUCKET = "emulator-test"
 
@@ -43,7 +58,7 @@ def md5_b64(data: bytes) -> str:
 
 async def oss_request(
     session: aiohttp.ClientSession,
-    server: OssServer | ThreadedOssServer,
+    server: ServerLike,
     method: str,
     key: str | None = None,
     *,

@@ -22,7 +22,9 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 
 @contextmanager
-def serve(*args: str, env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def serve(
+    *args: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     process = subprocess.Popen(
         [sys.executable, "-m", "aiooss_resume.testing", "serve", "--port", "0", *args],
         stdout=subprocess.PIPE,
@@ -109,6 +111,11 @@ def test_add_serve_arguments_defaults() -> None:
     parser = argparse.ArgumentParser()
     add_serve_arguments(parser)
     args = parser.parse_args(["--bucket", "a-b", "--bucket", "c-d", "--fault", "PutObject:delay=1"])
-    assert (args.host, args.port, args.region, args.store) == ("127.0.0.1", 0, "cn-hangzhou", "disk")
+    assert (args.host, args.port, args.region, args.store) == (
+        "127.0.0.1",
+        0,
+        "cn-hangzhou",
+        "disk",
+    )
     assert args.buckets == ["a-b", "c-d"]
     assert args.faults == ["PutObject:delay=1"]

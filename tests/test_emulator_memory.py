@@ -68,21 +68,26 @@ async def test_large_streamed_body_does_not_grow_server_memory(tmp_path: Path, s
         remote = _Remote(endpoint)
         headers = {"Content-Length": str(SIZE)}
         async with aiohttp.ClientSession() as session:
-            warm = await oss_request(session, remote, "PUT", "warm", body=b"w" * 500_000)  # type: ignore[arg-type]
+            warm = await oss_request(session, remote, "PUT", "warm", body=b"w" * 500_000)
             assert warm.status == 200
             baseline = _peak_rss(process.pid)
             reply: Reply
             if store == "discard":
                 reply = await oss_request(
-                    session, remote, "PUT", "big", body=_body(), headers=headers  # type: ignore[arg-type]
+                    session,
+                    remote,
+                    "PUT",
+                    "big",
+                    body=_body(),
+                    headers=headers,
                 )
             else:
                 from aiooss_resume._xml import decode_initiate_result
 
-                init = await oss_request(session, remote, "POST", "big", query=[("uploads", "")])  # type: ignore[arg-type]
+                init = await oss_request(session, remote, "POST", "big", query=[("uploads", "")])
                 upload_id = decode_initiate_result(init.body).upload_id
                 reply = await oss_request(
-                    session, remote, "PUT", "big",  # type: ignore[arg-type]
+                    session, remote, "PUT", "big",
                     query=[("partNumber", "1"), ("uploadId", upload_id)],
                     body=_body(), headers=headers,
                 )  # fmt: skip

@@ -222,19 +222,19 @@ def test_signing_vector_inputs_are_accepted(vector: dict[str, Any]) -> None:
         now = PINNED
     else:
         now = datetime.strptime(inputs["datetime"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-    verify = dict(
-        method=inputs["method"],
-        bucket=inputs["bucket"],
-        key=inputs["key"],
-        query=[tuple(q) for q in inputs["query"]],
-        headers=headers_for_signing(headers.items()),
-        config=_config(inputs),
-        now=now,
-    )
-    verify_request(**verify)  # type: ignore[arg-type]
+    verify: dict[str, Any] = {
+        "method": inputs["method"],
+        "bucket": inputs["bucket"],
+        "key": inputs["key"],
+        "query": [tuple(q) for q in inputs["query"]],
+        "headers": headers_for_signing(headers.items()),
+        "config": _config(inputs),
+        "now": now,
+    }
+    verify_request(**verify)
     wrong = _config(inputs, access_key_secret=inputs["access_key_secret"] + "x")
     with pytest.raises(OssHttpError) as info:
-        verify_request(**{**verify, "config": wrong})  # type: ignore[arg-type]
+        verify_request(**{**verify, "config": wrong})
     assert info.value.code == "SignatureDoesNotMatch"
 
 

@@ -20,6 +20,7 @@ import pytest
 from aiohttp import web
 
 from aiooss_resume._crc64 import crc64, crc64_fold
+from aiooss_resume._models import PartInfo
 from aiooss_resume._xml import (
     decode_complete_result,
     decode_list_parts_result,
@@ -224,7 +225,7 @@ async def test_auth_failures(server: OssServer, session: aiohttp.ClientSession) 
     for version in ("v1", "v4"):
         wrong = await oss_request(
             session, server, "PUT", "k", body=b"x", secret="bad", version=version
-        )  # type: ignore[arg-type]
+        )
         assert (wrong.status, wrong.code) == (403, "SignatureDoesNotMatch")
         assert wrong.headers["x-oss-ec"]
         unknown = await oss_request(
@@ -234,7 +235,7 @@ async def test_auth_failures(server: OssServer, session: aiohttp.ClientSession) 
             "k",
             body=b"x",
             access_key_id="NOPE",
-            version=version,  # type: ignore[arg-type]
+            version=version,
         )
         assert (unknown.status, unknown.code) == (403, "InvalidAccessKeyId")
     v1_wrong = await oss_request(session, server, "GET", "k", secret="bad", version="v1")
@@ -258,7 +259,7 @@ async def test_clock_skew(server: OssServer, session: aiohttp.ClientSession) -> 
 async def test_security_token(tmp_path: Path, session: aiohttp.ClientSession) -> None:
     async with OssServer(root=tmp_path, security_token="CAIS+tok/en=") as server:
         for version in ("v1", "v4"):
-            ok = await oss_request(session, server, "PUT", "k", body=b"x", version=version)  # type: ignore[arg-type]
+            ok = await oss_request(session, server, "PUT", "k", body=b"x", version=version)
             assert ok.status == 200
             wrong = await oss_request(
                 session,
@@ -267,7 +268,7 @@ async def test_security_token(tmp_path: Path, session: aiohttp.ClientSession) ->
                 "k",
                 body=b"x",
                 version=version,
-                token="other",  # type: ignore[arg-type]
+                token="other",
             )
             assert (wrong.status, wrong.code) == (403, "InvalidSecurityToken")
 
@@ -293,7 +294,7 @@ async def test_multipart_flow(tmp_path: Path, session: aiohttp.ClientSession) ->
         assert reply.headers["ETag"] == etags[1]
 
         # paging with the forced page size (2) and url encoding
-        seen = []
+        seen: list[PartInfo] = []
         marker = ""
         while True:
             page = await oss_request(
@@ -333,10 +334,10 @@ async def test_multipart_flow(tmp_path: Path, session: aiohttp.ClientSession) ->
             headers={"Content-MD5": md5_b64(body), "x-oss-object-acl": "private"},
         )
         assert done.status == 200, done.body
-        result = decode_complete_result(done.body)
+        completed = decode_complete_result(done.body)
         md5s = b"".join(hashlib.md5(d).digest() for d in parts)
         expected_etag = f'"{hashlib.md5(md5s).hexdigest().upper()}-5"'
-        assert result.etag == expected_etag == done.headers["ETag"]
+        assert completed.etag == expected_etag == done.headers["ETag"]
         whole = b"".join(parts)
         assert done.headers["x-oss-hash-crc64ecma"] == str(crc64(whole))
         assert crc64_fold((crc64(d), len(d)) for d in parts) == crc64(whole)

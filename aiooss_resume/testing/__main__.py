@@ -10,7 +10,7 @@ from ._cli import serve_main
 def main() -> int:
     argv = sys.argv[1:]
     if argv[:1] != ["serve"]:
-        print(
+        print(  # noqa: T201
             "usage: python -m aiooss_resume.testing serve [--host H] [--port P] [--root DIR] "
             "[--access-key-id AK] [--access-key-secret SK] [--region R] [--bucket B ...] "
             "[--store disk|discard] [--fault SPEC ...]   (serve --help for all options)",

@@ -114,7 +114,7 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         faults = _faults_from(args)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)  # noqa: T201
         return 2
     try:
         return asyncio.run(_serve(args, faults))
@@ -152,8 +152,8 @@ async def _serve(args: argparse.Namespace, faults: list[Fault | ChaosSpec]) -> i
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
     async with server:
-        print(server.endpoint, flush=True)
-        print(
+        print(server.endpoint, flush=True)  # noqa: T201  (the CLI's contract)
+        print(  # noqa: T201
             f"OSS emulator: access key id {server.credentials.access_key_id}, "
             f"region {server.region}, root {server.root}; Ctrl-C to stop",
             file=sys.stderr,

@@ -54,7 +54,7 @@ import random
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
 
 from ._protocol import OPERATIONS, default_code, default_status
 
@@ -68,9 +68,9 @@ __all__ = [
     "Fault",
     "FaultContext",
     "FaultHandle",
+    "FaultHook",
     "FaultPlan",
     "FaultRecord",
-    "FaultHook",
     "parse_fault_spec",
 ]
 
@@ -425,13 +425,10 @@ _FLOAT_FIELDS: Final = {"stall": "stall", "delay": "delay"}
 _FLAG_FIELDS: Final = {"wrong_crc", "omit_crc", "drop_response"}
 
 
-def parse_fault_spec(
-    spec: str,
-) -> Fault | tuple[float, int, tuple[ChaosKind, ...], tuple[str, ...]]:
-    """Parse one ``--fault`` value.
+def parse_fault_spec(spec: str) -> Fault | ChaosSpec:
+    """Parse one ``--fault`` value: a :class:`Fault`, or a :class:`ChaosSpec` for ``chaos:``.
 
-    Returns a :class:`Fault`, or for ``chaos:...`` the arguments of ``FaultPlan.chaos``
-    (probability, seed, kinds, operations). Raises ``ValueError`` with a readable message.
+    Raises ``ValueError`` with a readable message.
     """
     head, *items = spec.strip().split(":")
     fields: dict[str, Any] = {}
@@ -453,7 +450,7 @@ def parse_fault_spec(
         for kind in options.pop("kinds", "error+slowdown+reset").replace(",", "+").split("+"):
             if kind not in _CHAOS_KINDS:
                 raise ValueError(f"fault spec {spec!r}: unknown chaos kind {kind!r}")
-            kinds.append(cast(ChaosKind, kind))
+            kinds.append(kind)
         operations = tuple(options.pop("operations", "UploadPart").replace(",", "+").split("+"))
         if options:
             raise ValueError(f"fault spec {spec!r}: unknown chaos option(s) {sorted(options)}")

@@ -241,8 +241,8 @@ def parse_target(raw_target: str, host: str = "", virtual_host_base: str | None 
     if "://" in raw_target.split("?", 1)[0]:
         # absolute-form request target (proxies): drop scheme and authority
         after_scheme = raw_target.split("://", 1)[1]
-        slash = after_scheme.find("/")
-        raw_target = after_scheme[slash:] if slash >= 0 else "/"
+        first_slash = after_scheme.find("/")
+        raw_target = after_scheme[first_slash:] if first_slash >= 0 else "/"
     path, _, raw_query = raw_target.partition("?")
     query = parse_query(raw_query)
     if not path.startswith("/"):

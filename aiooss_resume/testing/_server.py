@@ -91,6 +91,7 @@ from ._store import (
     Store,
     StoreMode,
     UploadMeta,
+    headers_subset,
     iso8601_ms,
 )
 
@@ -638,7 +639,9 @@ class OssServer:
         headers["Content-Type"] = "application/xml"
         return web.Response(status=error.status, body=body, headers=headers)
 
-    def _xml_response(self, ctx: _Ctx, body: bytes, headers: Mapping[str, str] = {}) -> web.Response:
+    def _xml_response(
+        self, ctx: _Ctx, body: bytes, headers: Mapping[str, str] = {}
+    ) -> web.Response:
         all_headers = self._base_headers(ctx)
         all_headers.update(headers)
         all_headers["Content-Type"] = "application/xml"
@@ -698,7 +701,8 @@ class OssServer:
         elif operation == "HeadObject":
             return await self._get_object(ctx, target, headers, head=True)
         elif operation == "DeleteObject":
-            assert target.bucket is not None and target.key is not None
+            assert target.bucket is not None
+            assert target.key is not None
             await self._require_store().delete_object(target.bucket, target.key)
             response = self._plain(ctx, 204)
         elif operation == "InitiateMultipartUpload":
@@ -851,9 +855,10 @@ class OssServer:
     async def _put_object(
         self, ctx: _Ctx, target: Target, headers: Mapping[str, str]
     ) -> web.StreamResponse:
-        assert target.bucket is not None and target.key is not None
+        assert target.bucket is not None
+        assert target.key is not None
         body = await self._receive_body(ctx)
-        metadata = {n: v for n, v in headers.items() if n in _OBJECT_HEADERS or n.startswith("x-oss-meta-")}
+        metadata = headers_subset(headers.items(), _OBJECT_HEADERS)
         metadata.setdefault("content-type", "application/octet-stream")
         stored = await self._require_store().put_object(
             target.bucket,
@@ -887,9 +892,7 @@ class OssServer:
         for stored_name, wire_name in _HEAD_ECHO:
             if stored_name in meta.headers:
                 headers[wire_name] = meta.headers[stored_name]
-        for name, value in meta.headers.items():
-            if name.startswith("x-oss-meta-"):
-                headers[name] = value
+        headers.update({n: v for n, v in meta.headers.items() if n.startswith("x-oss-meta-")})
         tagging = meta.headers.get("x-oss-tagging")
         if tagging:
             headers["x-oss-tagging-count"] = str(len([t for t in tagging.split("&") if t]))
@@ -898,7 +901,8 @@ class OssServer:
     async def _get_object(
         self, ctx: _Ctx, target: Target, headers: Mapping[str, str], *, head: bool
     ) -> web.StreamResponse:
-        assert target.bucket is not None and target.key is not None
+        assert target.bucket is not None
+        assert target.key is not None
         store = self._require_store()
         meta = await store.head_object(target.bucket, target.key)
         if meta is None:
@@ -948,9 +952,10 @@ class OssServer:
     async def _initiate(
         self, ctx: _Ctx, target: Target, headers: Mapping[str, str]
     ) -> web.StreamResponse:
-        assert target.bucket is not None and target.key is not None
+        assert target.bucket is not None
+        assert target.key is not None
         await self._drain_small(ctx)
-        metadata = {n: v for n, v in headers.items() if n in _OBJECT_HEADERS or n.startswith("x-oss-meta-")}
+        metadata = headers_subset(headers.items(), _OBJECT_HEADERS)
         meta = await self._require_store().create_upload(
             target.bucket, target.key, metadata, now=self._now().timestamp()
         )
@@ -1001,7 +1006,8 @@ class OssServer:
     async def _upload_part(
         self, ctx: _Ctx, target: Target, headers: Mapping[str, str]
     ) -> web.StreamResponse:
-        assert target.bucket is not None and target.key is not None
+        assert target.bucket is not None
+        assert target.key is not None
         raw_number = target.query_map.get("partNumber", "")
         number = ctx.part_number
         if number is None or not 1 <= number <= MAX_PART_NUMBER or not raw_number.isdigit():
@@ -1047,7 +1053,8 @@ class OssServer:
         return value
 
     async def _list_parts(self, ctx: _Ctx, target: Target) -> web.StreamResponse:
-        assert target.bucket is not None and target.key is not None
+        assert target.bucket is not None
+        assert target.key is not None
         upload_id = self._require_upload_id(target)
         store = self._require_store()
         upload = await store.get_upload(target.bucket, target.key, upload_id)
@@ -1085,7 +1092,8 @@ class OssServer:
         self, ctx: _Ctx, target: Target, headers: Mapping[str, str]
     ) -> web.StreamResponse:
         bucket, key = target.bucket, target.key
-        assert bucket is not None and key is not None
+        assert bucket is not None
+        assert key is not None
         upload_id = self._require_upload_id(target)
         store = self._require_store()
         # spec 5.6 check order: 1 NoSuchUpload, 2 MalformedXML, 3 InvalidPartOrder,
@@ -1174,14 +1182,13 @@ class OssServer:
             lambda url: encode_complete_result(result, url_encode=url), target
         )
         response_headers = {"ETag": stored.etag, "x-oss-hash-crc64ecma": str(stored.crc64)}
-        response_headers.update(
-            {n: stored.headers[n] for n in _SSE_HEADERS if n in stored.headers}
-        )
+        response_headers.update({n: stored.headers[n] for n in _SSE_HEADERS if n in stored.headers})
         self._apply_response_faults(ctx, response_headers)
         return self._xml_response(ctx, xml, response_headers)
 
     async def _abort_upload(self, ctx: _Ctx, target: Target) -> web.StreamResponse:
-        assert target.bucket is not None and target.key is not None
+        assert target.bucket is not None
+        assert target.key is not None
         upload_id = self._require_upload_id(target)
         await self._drain_small(ctx)
         if not await self._require_store().abort(target.bucket, target.key, upload_id):
@@ -1410,4 +1417,3 @@ class ThreadedOssServer:
 
     def list_parts(self, bucket: str, upload_id: str) -> list[PartInfo]:
         return self.server.list_parts(bucket, upload_id)
-
