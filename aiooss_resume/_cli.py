@@ -1,0 +1,1094 @@
+"""The ``aiooss-resume`` command line (also ``python -m aiooss_resume``), over the public API.
+
+Theory of operation
+-------------------
+``main(argv)`` parses the arguments (a usage error exits 1, never 2 as argparse would), runs
+the chosen command in ``asyncio.run`` and turns every failure into one line on stderr and an
+exit code, never a traceback:
+
+====  =====================================================================================
+0     success
+1     usage: bad arguments, a malformed ``oss://`` URL or size, no endpoint configured
+2     OSS answered with an error (``ServiceError``: the line names code, message, request id)
+3     a local or client-side failure: network, credentials, checkpoint, file changed,
+      CRC mismatch, missing file...
+5     interrupted (Ctrl-C or SIGTERM) and resumable: the checkpoint is kept and the exact
+      command that resumes is printed
+====  =====================================================================================
+
+An upload runs as its own task; SIGINT/SIGTERM cancel that task, the engine flushes every
+acknowledged part to the checkpoint while it unwinds (shielded, bounded), and the command
+exits 5. A second Ctrl-C falls back to Python's default handler.
+
+Progress goes to stdout through ``ProgressPrinter``: one live ``\\r`` line on a terminal, a
+plain line every few seconds otherwise, or one JSON object per event with ``--json``.
+
+Sizes accept ``B``, ``K``/``KB``/``KiB``, ``M``/``MB``/``MiB``, ``G``/``GB``/``GiB`` and
+``T``/``TB``/``TiB``; every multiple is binary (``KB`` = ``KiB`` = 1024), as in ossutil.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import hashlib
+import importlib
+import logging
+import math
+import os
+import re
+import shlex
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal, NoReturn, TextIO
+
+import msgspec
+
+from . import (
+    BytesSent,
+    CheckpointError,
+    Client,
+    Credentials,
+    CredentialsError,
+    FileChangedError,
+    IntegrityError,
+    OssError,
+    PartDone,
+    PartRetried,
+    ProgressEvent,
+    ProtocolError,
+    ServiceError,
+    TransportError,
+    UploadCompleted,
+    UploadResult,
+    UploadStarted,
+    __version__,
+)
+from ._checkpoint import Checkpoint, decode_checkpoint
+from ._uploader import checkpoint_path_for
+
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "EXIT_LOCAL",
+    "EXIT_OK",
+    "EXIT_SERVICE",
+    "EXIT_USAGE",
+    "ProgressPrinter",
+    "format_size",
+    "main",
+    "parse_oss_url",
+    "parse_size",
+]
+
+EXIT_OK = 0
+EXIT_USAGE = 1
+EXIT_SERVICE = 2
+EXIT_LOCAL = 3
+EXIT_INTERRUPTED = 5
+
+ENV_ENDPOINT = "OSS_ENDPOINT"
+DEFAULT_PART_SIZE = "8MiB"
+DEFAULT_ROUTINES = 4
+
+KiB = 1024
+MiB = 1024 * KiB
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    **{f"{p}{s}": 1024 ** (i + 1) for i, p in enumerate("kmgt") for s in ("", "b", "ib")},
+}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
+
+_EPILOG = f"""\
+exit codes:
+  0  success
+  1  usage error (bad arguments, malformed oss:// URL or size, no endpoint)
+  2  OSS answered with an error; the line names its code, message and request id
+  3  local or client error (network, credentials, checkpoint, file changed, CRC, missing file)
+  5  interrupted (Ctrl-C/SIGTERM) and resumable: run the printed command to resume
+
+environment:
+  {ENV_ENDPOINT}                          endpoint when --endpoint is not given
+  OSS_ACCESS_KEY_ID, OSS_ACCESS_KEY_SECRET, OSS_SESSION_TOKEN   credentials
+  ALIBABA_CLOUD_ACCESS_KEY_ID, ..._SECRET, ALIBABA_CLOUD_SECURITY_TOKEN   (second choice)
+  OSS_REGION, ALIBABA_CLOUD_REGION_ID           region when --region is not given
+
+sizes: 1048576, 512K, 8MiB, 8MB, 1.5GiB... every multiple is binary (KB = KiB = 1024, as in
+ossutil).
+
+try it without a cloud account:  aiooss-resume demo
+"""
+
+_UPLOAD_DESCRIPTION = """\
+Upload LOCAL_FILE to oss://BUCKET/KEY by multipart upload, resumably.
+
+Resumable by default: a checkpoint is kept beside the file (LOCAL_FILE.cp) while the upload
+runs and deleted when it completes. If the upload is interrupted (Ctrl-C, a network failure,
+a crash), run the same command again: parts already on OSS, verified by their CRC-64, are not
+sent again. --no-checkpoint disables this (an interrupted upload is then aborted).
+"""
+
+
+class UsageError(Exception):
+    """A usage error found after parsing (exit 1)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors exit 1 (2 means 'OSS refused' here)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+# ---------------------------------------------------------------------- small parsers
+
+
+def parse_size(text: str) -> int:
+    """Parse ``8MiB``, ``512K``, ``1.5GB``, ``100000``... into bytes (multiples of 1024)."""
+    match = _SIZE_RE.match(text)
+    unit = match.group(2).lower() if match else ""
+    if not match or unit not in _UNITS:
+        raise ValueError(f"invalid size {text!r}: use a number with B, KiB, MiB, GiB (or KB...)")
+    value = float(match.group(1)) * _UNITS[unit]
+    if value != int(value):
+        raise ValueError(f"invalid size {text!r}: not a whole number of bytes")
+    return int(value)
+
+
+def _size_arg(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
+    return value
+
+
+def parse_oss_url(text: str, *, key_required: bool = True) -> tuple[str, str]:
+    """``oss://bucket/key`` -> ``(bucket, key)``; ``key`` may be ``""`` if not required."""
+    if not text.startswith("oss://"):
+        raise ValueError(f"expected oss://bucket/key, got {text!r}")
+    bucket, _, key = text[len("oss://") :].partition("/")
+    if not bucket:
+        raise ValueError(f"no bucket in {text!r}")
+    if key_required and not key:
+        raise ValueError(f"no object key in {text!r}: expected oss://{bucket}/KEY")
+    return bucket, key
+
+
+def _target(text: str, *, key_required: bool = True) -> tuple[str, str]:
+    try:
+        return parse_oss_url(text, key_required=key_required)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _parse_headers(items: Sequence[str]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            raise UsageError(f"--header expects NAME:VALUE, got {item!r}")
+        headers[name.strip()] = value.strip()
+    return headers
+
+
+def format_size(n: float) -> str:
+    """``67108864`` -> ``64.0 MiB`` (binary multiples, one decimal)."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _format_duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+# ---------------------------------------------------------------------- progress
+
+Mode = Literal["live", "plain", "json", "quiet"]
+
+
+class ProgressPrinter:
+    """Renders progress events on ``stream``; pass the instance as ``on_progress``.
+
+    ``live``: one line redrawn with ``\\r`` at most every ``interval`` seconds (a terminal).
+    ``plain``: a line every ``interval`` seconds (logs, pipes). ``json``: every event as one
+    JSON object per line. ``quiet``: nothing.
+    """
+
+    def __init__(
+        self,
+        stream: TextIO,
+        mode: Mode,
+        *,
+        interval: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stream = stream
+        self.mode = mode
+        self.interval = interval if interval is not None else (0.1 if mode == "live" else 3.0)
+        self.clock = clock
+        self.total = 0
+        self.done = 0
+        self.resumed = 0
+        self.parts_done = 0
+        self.part_count = 0
+        self.started_at = clock()
+        self._last_draw = -math.inf
+        self._line_open = False
+        self._samples: collections.deque[tuple[float, int]] = collections.deque()
+
+    # -- output helpers
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
+
+    def message(self, text: str) -> None:
+        """Print a line of its own, without garbling the live line (redrawn next event)."""
+        if self.mode in ("quiet", "json"):
+            return
+        self._clear()
+        self._write(text + "\n")
+
+    def _clear(self) -> None:
+        if self._line_open:
+            self._write("\r\x1b[K")
+            self._line_open = False
+            self._last_draw = -math.inf
+
+    def close(self) -> None:
+        """End the live line (call when the upload stops, however it stops)."""
+        if self._line_open:
+            self._write("\n")
+            self._line_open = False
+
+    # -- numbers
+
+    def speed(self) -> float:
+        """Bytes per second over the last few seconds (this run's bytes, not resumed ones)."""
+        if len(self._samples) < 2:
+            return 0.0
+        (t0, b0), (t1, b1) = self._samples[0], self._samples[-1]
+        return (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def status_line(self) -> str:
+        """``42.0% 26.9 MiB/64.0 MiB 12.1 MiB/s ETA 3.1s parts 3/8 (resumed 16.0 MiB)``."""
+        pct = 100.0 * self.done / self.total if self.total else 100.0
+        speed = self.speed()
+        if self.done >= self.total:
+            eta = "done"
+        elif speed > 0:
+            eta = "ETA " + _format_duration((self.total - self.done) / speed)
+        else:
+            eta = "ETA --"
+        line = (
+            f"{pct:5.1f}% {format_size(self.done)}/{format_size(self.total)} "
+            f"{format_size(speed)}/s {eta} parts {self.parts_done}/{self.part_count}"
+        )
+        if self.resumed:
+            line += f" (resumed {format_size(self.resumed)})"
+        return line
+
+    def _draw(self, *, force: bool = False) -> None:
+        now = self.clock()
+        if not force and now - self._last_draw < self.interval:
+            return
+        self._last_draw = now
+        if self.mode == "live":
+            self._write("\r" + self.status_line() + "\x1b[K")
+            self._line_open = True
+        elif self.mode == "plain":
+            self._write(self.status_line() + "\n")
+
+    # -- the hook
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if self.mode == "json":
+            self._write(msgspec.json.encode(event).decode() + "\n")
+            return
+        if isinstance(event, UploadStarted):
+            self._started(event)
+        elif isinstance(event, BytesSent):
+            self.done = event.bytes_done
+            self._samples.append((self.clock(), event.bytes_done))
+            while len(self._samples) > 2 and self._samples[-1][0] - self._samples[0][0] > 5.0:
+                self._samples.popleft()
+            self._draw()
+        elif isinstance(event, PartDone):
+            self.parts_done = event.parts_done  # resumed parts included
+            self._draw()
+        elif isinstance(event, PartRetried):
+            what = f"part {event.part_number}" if event.part_number else "request"
+            self.message(
+                f"retrying {what} in {event.delay:.1f}s (attempt {event.attempt + 1}): "
+                f"{event.error.splitlines()[0]}"
+            )
+        elif isinstance(event, UploadCompleted):
+            self.done = event.total_bytes
+            self.parts_done = self.part_count
+            self._draw(force=True)
+            self.close()
+
+    def _started(self, event: UploadStarted) -> None:
+        self.total = event.total_bytes
+        self.part_count = event.part_count
+        self.resumed = event.resumed_bytes
+        self.done = event.resumed_bytes
+        self.parts_done = event.resumed_parts
+        self.started_at = self.clock()
+        self._samples.clear()
+        self._samples.append((self.started_at, self.done))
+        if event.resumed:
+            self.message(
+                f"resumed {event.resumed_bytes} bytes ({format_size(event.resumed_bytes)}, "
+                f"{event.resumed_parts} of {event.part_count} parts) already on OSS, "
+                f"upload id {event.upload_id}"
+            )
+        elif event.upload_id:
+            self.message(
+                f"uploading {format_size(event.total_bytes)} in {event.part_count} parts of "
+                f"{format_size(event.part_size)}, upload id {event.upload_id}"
+            )
+        else:
+            self.message(f"uploading {format_size(event.total_bytes)} in one request")
+        self._draw(force=True)
+
+
+def summary_line(result: UploadResult, seconds: float) -> str:
+    """The final line: size, parts, seconds, average speed, crc64, etag."""
+    sent = result.size - result.bytes_resumed
+    speed = sent / seconds if seconds > 0 else 0.0
+    parts = result.parts_uploaded + result.parts_resumed
+    line = f"uploaded oss://{result.bucket}/{result.key}: {format_size(result.size)}"
+    line += f" ({result.size} bytes) in {parts} part{'s' if parts != 1 else ''}"
+    if result.parts_resumed:
+        line += f" ({result.parts_resumed} resumed, {result.bytes_resumed} bytes not sent again)"
+    line += f", {seconds:.2f}s, {format_size(speed)}/s, crc64 {result.crc64}, etag {result.etag}"
+    return line
+
+
+def _summary_json(result: UploadResult, seconds: float) -> str:
+    doc: dict[str, Any] = {"type": "UploadResult", **msgspec.structs.asdict(result)}
+    doc["seconds"] = round(seconds, 3)
+    sent = result.size - result.bytes_resumed
+    doc["bytes_per_second"] = round(sent / seconds) if seconds > 0 else 0
+    return msgspec.json.encode(doc).decode()
+
+
+class _LogToPrinter(logging.Handler):
+    """Library warnings as ``warning: ...`` lines that do not garble the live line."""
+
+    def __init__(self, printer: ProgressPrinter | None, stream: TextIO) -> None:
+        super().__init__(logging.WARNING)
+        self.printer = printer
+        self.stream = stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = f"{record.levelname.lower()}: {record.getMessage()}"
+        if self.printer is not None:
+            self.printer._clear()
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+@contextlib.contextmanager
+def _library_logging(
+    printer: ProgressPrinter | None, stream: TextIO, quiet: bool
+) -> Iterator[None]:
+    logger = logging.getLogger("aiooss_resume")
+    handler = _LogToPrinter(printer, stream)
+    if quiet:
+        handler.setLevel(logging.ERROR)
+    previous = (logger.level, logger.propagate)
+    logger.addHandler(handler)
+    if logger.level == logging.NOTSET or logger.level > logging.WARNING:
+        logger.setLevel(logging.WARNING)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous[0])
+        logger.propagate = previous[1]
+
+
+# ---------------------------------------------------------------------- errors
+
+
+def describe_error(exc: BaseException) -> tuple[int, str]:
+    """The exit code and the one-line message for a failure."""
+    if isinstance(exc, ServiceError):
+        line = f"OSS error {exc.code or '(no code)'} (HTTP {exc.status})"
+        line += f": {exc.message}" if exc.message else ""
+        line += f" [request id {exc.request_id or 'none'}"
+        line += f", ec {exc.ec}]" if exc.ec else "]"
+        return EXIT_SERVICE, line
+    kinds: list[tuple[type[BaseException], str]] = [
+        (TransportError, "network error"),
+        (CredentialsError, "credentials error"),
+        (CheckpointError, "checkpoint error"),
+        (FileChangedError, "file changed"),
+        (IntegrityError, "integrity error"),
+        (ProtocolError, "protocol error"),
+        (OssError, "error"),
+    ]
+    for kind, label in kinds:
+        if isinstance(exc, kind):
+            return EXIT_LOCAL, f"{label}: {exc}"
+    if isinstance(exc, OSError):
+        text = exc.strerror or str(exc)
+        if exc.filename is not None:
+            text += f": {exc.filename}"
+        return EXIT_LOCAL, f"local error: {text}"
+    if isinstance(exc, (ValueError, TypeError)):
+        return EXIT_LOCAL, f"invalid value: {exc}"
+    return EXIT_LOCAL, f"unexpected {type(exc).__name__}: {exc}"
+
+
+def _report(exc: BaseException, stderr: TextIO, prog: str) -> int:
+    code, line = describe_error(exc)
+    stderr.write(f"{prog}: {line}\n")
+    for note in getattr(exc, "__notes__", ()):
+        stderr.write(f"  {note}\n")
+    stderr.flush()
+    return code
+
+
+# ---------------------------------------------------------------------- commands
+
+
+def _endpoint(args: argparse.Namespace) -> str:
+    endpoint: str | None = args.endpoint or os.environ.get(ENV_ENDPOINT) or None
+    if not endpoint:
+        raise UsageError(f"no endpoint: pass --endpoint URL or set {ENV_ENDPOINT}")
+    return endpoint
+
+
+def _client(args: argparse.Namespace) -> Client:
+    return Client(
+        _endpoint(args), region=args.region or None, signature_version=args.signature_version
+    )
+
+
+def _progress_mode(args: argparse.Namespace, stream: TextIO) -> Mode:
+    if args.quiet:
+        return "quiet"
+    if args.json:
+        return "json"
+    return "live" if stream.isatty() else "plain"
+
+
+def _resume_command(prog: Sequence[str], args: argparse.Namespace) -> str:
+    """The command that resumes, with local paths made absolute so any directory works."""
+    cmd = [*prog, "upload", os.path.abspath(args.file), args.target]
+    if args.endpoint:
+        cmd += ["--endpoint", args.endpoint]
+    if args.region:
+        cmd += ["--region", args.region]
+    cmd += ["--part-size", args.part_size_text, "--routines", str(args.routines)]
+    if isinstance(args.checkpoint, str):
+        cmd.append(f"--checkpoint={os.path.abspath(args.checkpoint)}")
+    if args.checkpoint_dir:
+        cmd += ["--checkpoint-dir", os.path.abspath(args.checkpoint_dir)]
+    if args.signature_version != "v4":
+        cmd += ["--signature-version", args.signature_version]
+    for header in args.header:
+        cmd += ["--header", header]
+    if args.json:
+        cmd.append("--json")
+    if args.quiet:
+        cmd.append("--quiet")
+    return shlex.join(cmd)
+
+
+class _Interrupt:
+    """Cancels a task on the first SIGINT/SIGTERM; a second Ctrl-C is Python's default."""
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.signal: int | None = None
+        self._installed: list[int] = []
+
+    def __enter__(self) -> _Interrupt:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self._fire, sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                continue  # Windows or not the main thread: KeyboardInterrupt still works
+            self._installed.append(sig)
+        return self
+
+    def _fire(self, sig: int) -> None:
+        if self.signal is None:
+            self.signal = sig
+            self.task.cancel()
+        self._uninstall()
+
+    def _uninstall(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in self._installed:
+            loop.remove_signal_handler(sig)
+        self._installed.clear()
+
+    def __exit__(self, *exc: object) -> None:
+        self._uninstall()
+
+
+async def _cmd_upload(args: argparse.Namespace, io: _Io) -> int:
+    bucket_name, key = _target(args.target)
+    headers = _parse_headers(args.header)
+    if args.checkpoint_dir and args.checkpoint is False:
+        raise UsageError("--checkpoint-dir and --no-checkpoint contradict each other")
+    checkpoint: bool | str = True if args.checkpoint_dir else args.checkpoint
+    mode = _progress_mode(args, io.stdout)
+    printer = ProgressPrinter(io.stdout, mode, interval=args.progress_interval)
+    client = _client(args)
+    async with client:
+        bucket = client.bucket(bucket_name)
+        started = time.monotonic()
+        task = asyncio.ensure_future(
+            bucket.upload_file(
+                key,
+                args.file,
+                args.part_size,
+                routines=args.routines,
+                checkpoint=checkpoint,
+                checkpoint_dir=args.checkpoint_dir,
+                headers=headers,
+                on_progress=printer,
+            )
+        )
+        with _library_logging(printer, io.stderr, args.quiet), _Interrupt(task) as interrupt:
+            try:
+                result = await task
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if interrupt.signal is None or (current is not None and current.cancelling()):
+                    raise
+                printer.close()
+                return _interrupted(args, io, client.endpoint, bucket_name, key, checkpoint)
+            finally:
+                printer.close()
+        seconds = time.monotonic() - started
+        if mode == "json":
+            io.stdout.write(_summary_json(result, seconds) + "\n")
+        elif mode != "quiet":
+            io.stdout.write(summary_line(result, seconds) + "\n")
+        io.stdout.flush()
+    return EXIT_OK
+
+
+def _interrupted(
+    args: argparse.Namespace,
+    io: _Io,
+    endpoint: str,
+    bucket: str,
+    key: str,
+    checkpoint: bool | str,
+) -> int:
+    command = _resume_command(io.prog, args)
+    cp_path: str | None = None
+    if checkpoint is not False:
+        try:
+            cp_path = checkpoint_path_for(
+                os.path.abspath(args.file),
+                checkpoint,
+                args.checkpoint_dir,
+                endpoint=endpoint,
+                bucket=bucket,
+                key=key,
+            )
+        except ValueError:
+            cp_path = None
+    if cp_path is not None and os.path.exists(cp_path):
+        held = ""
+        with contextlib.suppress(OSError, CheckpointError):
+            cp = decode_checkpoint(Path(cp_path).read_bytes())
+            held = f" ({len(cp.parts)} parts, {sum(p.size for p in cp.parts)} bytes acknowledged)"
+        io.stderr.write(f"interrupted: the checkpoint is kept at {cp_path}{held}\n")
+    elif checkpoint is False:
+        io.stderr.write("interrupted: no checkpoint (--no-checkpoint), the upload was aborted\n")
+    else:
+        io.stderr.write("interrupted before any part was recorded\n")
+    io.stderr.write(f"resume with:\n  {command}\n")
+    io.stderr.flush()
+    return EXIT_INTERRUPTED
+
+
+async def _cmd_abort(args: argparse.Namespace, io: _Io) -> int:
+    bucket_name, key = _target(args.target)
+    async with _client(args) as client:
+        await client.bucket(bucket_name).abort_upload(key, args.upload_id)
+    if not args.quiet:
+        io.stdout.write(f"aborted upload {args.upload_id} of oss://{bucket_name}/{key}\n")
+    return EXIT_OK
+
+
+async def _cmd_uploads(args: argparse.Namespace, io: _Io) -> int:
+    bucket_name, prefix = _target(args.target, key_required=False)
+    async with _client(args) as client:
+        uploads = await client.bucket(bucket_name).list_uploads(prefix)
+    if args.json:
+        for upload in uploads:
+            io.stdout.write(msgspec.json.encode(upload).decode() + "\n")
+    elif not uploads:
+        io.stdout.write(f"no unfinished multipart uploads under {args.target}\n")
+    else:
+        io.stdout.write("KEY\tUPLOAD_ID\tINITIATED\n")
+        for upload in uploads:
+            io.stdout.write(f"{upload.key}\t{upload.upload_id}\t{upload.initiated}\n")
+    return EXIT_OK
+
+
+def _source_state(cp: Checkpoint) -> tuple[bool, str]:
+    """Whether the checkpoint's source file is still the one it describes, and how not."""
+    try:
+        st = os.stat(cp.source.path)
+    except FileNotFoundError:
+        return False, "missing"
+    changes = [
+        f"{name} {old} -> {new}"
+        for name, old, new in (
+            ("size", cp.source.size, st.st_size),
+            ("mtime_ns", cp.source.mtime_ns, st.st_mtime_ns),
+            ("inode", cp.source.inode, st.st_ino),
+            ("device", cp.source.device, st.st_dev),
+        )
+        if old != new and not (name == "device" and old == 0)
+    ]
+    if changes:
+        return False, "changed (" + ", ".join(changes) + "): the next run uploads everything"
+    return True, "matches (size, mtime, inode): the next run resumes"
+
+
+def _cmd_status(args: argparse.Namespace, io: _Io) -> int:
+    data = Path(args.checkpoint_file).read_bytes()
+    try:
+        cp = decode_checkpoint(data)
+    except CheckpointError as exc:
+        raise CheckpointError(
+            f"{args.checkpoint_file} is damaged ({exc}); the next run uploads every part again"
+        ) from None
+    total = cp.source.size
+    part_count = max(1, math.ceil(total / cp.part_size))
+    done = sum(p.size for p in cp.parts)
+    matches, state = _source_state(cp)
+    if args.json:
+        doc = {
+            "checkpoint": os.path.abspath(args.checkpoint_file),
+            "endpoint": cp.endpoint,
+            "bucket": cp.bucket,
+            "key": cp.key,
+            "upload_id": cp.upload_id,
+            "created_at": cp.created_at,
+            "part_size": cp.part_size,
+            "parts_done": len(cp.parts),
+            "part_count": part_count,
+            "bytes_done": done,
+            "total_bytes": total,
+            "source": cp.source.path,
+            "source_matches": matches,
+        }
+        io.stdout.write(msgspec.json.encode(doc).decode() + "\n")
+        return EXIT_OK
+    pct = 100.0 * done / total if total else 0.0
+    rows = [
+        ("checkpoint", os.path.abspath(args.checkpoint_file)),
+        ("target", f"oss://{cp.bucket}/{cp.key} at {cp.endpoint}"),
+        ("upload id", cp.upload_id),
+        ("created", cp.created_at or "unknown"),
+        ("part size", f"{format_size(cp.part_size)} ({cp.part_size} bytes)"),
+        ("parts done", f"{len(cp.parts)} of {part_count}"),
+        ("bytes done", f"{done} of {total} ({pct:.1f}%, {format_size(done)})"),
+        ("source", cp.source.path),
+        ("source file", state),
+    ]
+    for label, value in rows:
+        io.stdout.write(f"{label + ':':<12} {value}\n")
+    return EXIT_OK
+
+
+async def _cmd_demo(args: argparse.Namespace, io: _Io) -> int:
+    # Imported here: the emulator (aiohttp.web) is only needed by the demo and tests.
+    from .testing import Fault, OssServer
+
+    size: int = args.size
+    if size < 1 * MiB:
+        raise UsageError("--size must be at least 1MiB, so the upload has several parts")
+    part_size = max(100 * KiB, min(8 * MiB, (size // 8) // KiB * KiB))
+    routines = 4
+    out = io.stdout
+    mode: Mode = "quiet" if args.quiet else ("live" if out.isatty() else "plain")
+
+    def say(text: str = "") -> None:
+        if mode != "quiet":
+            out.write(text + "\n")
+            out.flush()
+
+    work = Path(tempfile.mkdtemp(prefix="aiooss-resume-demo-"))
+    try:
+        sample = work / "sample.bin"
+        digest = await asyncio.to_thread(_write_random_file, sample, size)
+        async with OssServer(root=work / "oss") as server:
+            if args.seconds > 0:
+                # Slow the emulator down (per part request) so the upload can be watched.
+                rate = max(64 * KiB, int(size / routines / args.seconds))
+                server.faults.add(
+                    Fault(operation="UploadPart", times=None, throttle_bytes_per_sec=rate)
+                )
+            creds = server.credentials
+            say("aiooss-resume demo: a resumable upload against the bundled OSS emulator")
+            say(f"  emulator  {server.endpoint} (no cloud account needed; data in {work})")
+            say(f"  file      {sample} ({format_size(size)} of random bytes)")
+            say(f"  target    oss://demo-bucket/demo/sample.bin, {routines} routines, "
+                f"{format_size(part_size)} parts")  # fmt: skip
+            client = Client(
+                server.endpoint,
+                credentials=Credentials(creds.access_key_id, creds.access_key_secret),
+                region=server.region,
+            )
+            async with client:
+                bucket = client.bucket("demo-bucket")
+                key = "demo/sample.bin"
+                say()
+                say("1/3 upload, interrupted partway (as if you pressed Ctrl-C)")
+                printer = ProgressPrinter(out, mode, interval=None if mode == "live" else 1.0)
+                acknowledged = 0
+
+                def first_run(event: ProgressEvent) -> None:
+                    nonlocal acknowledged
+                    printer(event)
+                    if isinstance(event, PartDone):
+                        acknowledged += event.size
+                        if acknowledged >= 0.4 * size:
+                            task.cancel()
+
+                upload_kwargs: dict[str, Any] = {"routines": routines, "checkpoint": True}
+                task = asyncio.ensure_future(
+                    bucket.upload_file(
+                        key, sample, part_size, on_progress=first_run, **upload_kwargs
+                    )
+                )
+                try:
+                    await task
+                    printer.close()
+                    say("    (the upload finished before the interruption: nothing to resume)")
+                except asyncio.CancelledError:
+                    current = asyncio.current_task()
+                    if current is not None and current.cancelling():
+                        raise
+                    printer.close()
+                    cp = decode_checkpoint(await asyncio.to_thread(Path(f"{sample}.cp").read_bytes))
+                    kept = sum(p.size for p in cp.parts)
+                    say(f"    interrupted. The checkpoint {sample}.cp kept {len(cp.parts)} parts "
+                        f"({format_size(kept)}) of upload {cp.upload_id};")  # fmt: skip
+                    open_uploads = server.list_uploads("demo-bucket")
+                    say(f"    OSS still holds the upload ({len(open_uploads)} unfinished). "
+                        f"Inspect it with: aiooss-resume status {sample}.cp")  # fmt: skip
+                say()
+                say("2/3 the same upload again: it resumes from the checkpoint")
+                printer = ProgressPrinter(out, mode, interval=None if mode == "live" else 1.0)
+                started = time.monotonic()
+                result = await bucket.upload_file(
+                    key, sample, part_size, on_progress=printer, **upload_kwargs
+                )
+                printer.close()
+                say("    " + summary_line(result, time.monotonic() - started))
+                say()
+                say("3/3 verify the stored object")
+                stored = await asyncio.to_thread(server.read_object, "demo-bucket", key)
+                stored_digest = hashlib.sha256(stored).hexdigest()
+                if stored_digest != digest:
+                    raise IntegrityError(
+                        "the stored object differs from the file", expected=0, actual=None
+                    )
+                say(f"    sha256 {stored_digest} equals the local file's: OK")
+        say()
+        say(
+            "What happened: the first run uploaded parts "
+            f"{routines} at a time and wrote each acknowledged part\n"
+            "to the checkpoint; cancelling it kept the checkpoint and the upload on OSS. The\n"
+            "second run re-checked every recorded part against OSS (ListParts plus the CRC-64\n"
+            "of the local bytes), sent only the missing ones, completed the upload and checked\n"
+            "the whole object's CRC-64. The same works from the command line:\n"
+            "  aiooss-resume upload FILE oss://BUCKET/KEY   (Ctrl-C, then run it again)"
+        )
+        return EXIT_OK
+    finally:
+        await asyncio.to_thread(shutil.rmtree, work, True)
+
+
+def _write_random_file(path: Path, size: int) -> str:
+    digest = hashlib.sha256()
+    with path.open("wb") as f:
+        remaining = size
+        while remaining:
+            block = os.urandom(min(remaining, 4 * MiB))
+            digest.update(block)
+            f.write(block)
+            remaining -= len(block)
+    return digest.hexdigest()
+
+
+def _serve_module() -> Any:
+    """The emulator's command line (``aiooss_resume.testing._cli``), or None if absent."""
+    try:
+        return importlib.import_module("aiooss_resume.testing._cli")
+    except ImportError:
+        return None
+
+
+# ---------------------------------------------------------------------- parser
+
+
+def _add_connection_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("connection")
+    group.add_argument("--endpoint", help=f"OSS endpoint URL (default: ${ENV_ENDPOINT})")
+    group.add_argument("--region", help="region id for V4 signing (default: $OSS_REGION...)")
+    group.add_argument(
+        "--signature-version", choices=("v1", "v4"), default="v4", help="default: v4"
+    )
+
+
+def build_parser(prog: str = "aiooss-resume") -> argparse.ArgumentParser:
+    """The argument parser of every command."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(
+        prog=prog,
+        description="Resumable multipart uploads to Alibaba Cloud OSS.",
+        epilog=_EPILOG,
+        formatter_class=fmt,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    up = sub.add_parser(
+        "upload",
+        aliases=["cp"],
+        help="upload a file, resumably (cp is an alias)",
+        description=_UPLOAD_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=fmt,
+    )
+    up.add_argument("file", metavar="LOCAL_FILE")
+    up.add_argument("target", metavar="oss://BUCKET/KEY")
+    _add_connection_args(up)
+    up.add_argument(
+        "--part-size",
+        dest="part_size_text",
+        default=DEFAULT_PART_SIZE,
+        metavar="SIZE",
+        help=f"part size, 100KiB..5GiB (default {DEFAULT_PART_SIZE}; grown to fit 10,000 parts)",
+    )
+    up.add_argument(
+        "--routines",
+        type=_positive_int,
+        default=DEFAULT_ROUTINES,
+        metavar="N",
+        help=f"parts uploaded concurrently (default {DEFAULT_ROUTINES})",
+    )
+    cp = up.add_mutually_exclusive_group()
+    cp.add_argument(
+        "--checkpoint",
+        nargs="?",
+        const=True,
+        default=True,
+        metavar="PATH",
+        help="keep the checkpoint at PATH (default: on, at LOCAL_FILE.cp); "
+        "write --checkpoint=PATH or put it after the positional arguments",
+    )
+    cp.add_argument(
+        "--no-checkpoint",
+        dest="checkpoint",
+        action="store_false",
+        help="not resumable: an interrupted upload is aborted",
+    )
+    up.add_argument(
+        "--checkpoint-dir",
+        metavar="DIR",
+        help="keep the checkpoint in DIR, named after the file and the target",
+    )
+    up.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="NAME:VALUE",
+        help="object metadata or option, e.g. Content-Type:text/plain (repeatable)",
+    )
+    out = up.add_mutually_exclusive_group()
+    out.add_argument("--quiet", "-q", action="store_true", help="print only errors")
+    out.add_argument("--json", action="store_true", help="one JSON object per event per line")
+    up.add_argument(
+        "--progress-interval",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="seconds between progress lines (default 0.1 on a terminal, else 3)",
+    )
+    up.set_defaults(handler=_cmd_upload)
+
+    ab = sub.add_parser(
+        "abort",
+        help="abort an unfinished multipart upload, discarding its parts",
+        epilog=_EPILOG,
+        formatter_class=fmt,
+    )
+    ab.add_argument("target", metavar="oss://BUCKET/KEY")
+    ab.add_argument("--upload-id", required=True, metavar="ID")
+    _add_connection_args(ab)
+    ab.add_argument("--quiet", "-q", action="store_true", help="print only errors")
+    ab.set_defaults(handler=_cmd_abort)
+
+    ls = sub.add_parser(
+        "uploads",
+        help="list unfinished multipart uploads (key, upload id, initiated)",
+        epilog=_EPILOG,
+        formatter_class=fmt,
+    )
+    ls.add_argument("target", metavar="oss://BUCKET[/PREFIX]")
+    _add_connection_args(ls)
+    ls.add_argument("--json", action="store_true", help="one JSON object per upload per line")
+    ls.set_defaults(handler=_cmd_uploads)
+
+    st = sub.add_parser(
+        "status",
+        help="show what a checkpoint holds and whether its source file still matches",
+        epilog=_EPILOG,
+        formatter_class=fmt,
+    )
+    st.add_argument("checkpoint_file", metavar="CHECKPOINT")
+    st.add_argument("--json", action="store_true", help="print one JSON object")
+    st.set_defaults(handler=_cmd_status)
+
+    demo = sub.add_parser(
+        "demo",
+        help="a real interrupted-and-resumed upload against the bundled emulator",
+        description="Start the bundled OSS emulator, upload a random file with 4 routines, "
+        "interrupt the upload partway, show the checkpoint, resume it to completion and "
+        "verify the stored bytes. Needs no cloud account and no network.",
+        formatter_class=fmt,
+    )
+    demo.add_argument(
+        "--size", type=_size_arg, default=64 * MiB, metavar="SIZE", help="default 64MiB"
+    )
+    demo.add_argument(
+        "--seconds",
+        type=_seconds,
+        default=4.0,
+        metavar="S",
+        help="throttle the emulator so a whole upload takes about S seconds (0: full speed)",
+    )
+    demo.add_argument("--quiet", "-q", action="store_true", help="print only errors")
+    demo.set_defaults(handler=_cmd_demo)
+
+    serve_cli = _serve_module()
+    serve = sub.add_parser(
+        "serve",
+        help="run the bundled OSS emulator (for tests and trying things out)",
+        add_help=serve_cli is not None,
+    )
+    if serve_cli is not None:
+        serve_cli.add_serve_arguments(serve)
+    else:
+        serve.add_argument("rest", nargs=argparse.REMAINDER)
+    serve.set_defaults(handler=None)
+    return parser
+
+
+# ---------------------------------------------------------------------- entry point
+
+
+class _Io:
+    def __init__(self, stdout: TextIO, stderr: TextIO, prog: Sequence[str]) -> None:
+        self.stdout = stdout
+        self.stderr = stderr
+        self.prog = list(prog)
+
+
+def _invocation() -> list[str]:
+    """How this process was started, for the printed resume command."""
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "aiooss-resume"
+    if os.path.basename(argv0) in ("__main__.py", "-m", "-c"):
+        return [sys.executable, "-m", "aiooss_resume"]
+    name = os.path.basename(argv0)
+    found = shutil.which(name)
+    if found and os.path.abspath(found) == os.path.abspath(argv0):
+        return [name]
+    return [argv0]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (see the module docstring)."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    prog = _invocation()
+    display = "python -m aiooss_resume" if prog[-1] == "aiooss_resume" else "aiooss-resume"
+    parser = build_parser(display)
+    try:
+        args = parser.parse_args(args_list)
+        if args.command == "serve":
+            serve_cli = _serve_module()
+            if serve_cli is None:
+                sys.stderr.write("aiooss-resume: the emulator's command line is not installed\n")
+                return EXIT_LOCAL
+            index = args_list.index("serve")
+            return int(serve_cli.serve_main(args_list[index + 1 :]) or 0)
+        if getattr(args, "part_size_text", None) is not None:
+            try:
+                args.part_size = parse_size(args.part_size_text)
+            except ValueError as exc:
+                parser.error(f"--part-size: {exc}")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    io = _Io(sys.stdout, sys.stderr, prog)
+    name = parser.prog
+    try:
+        handler = args.handler
+        outcome = handler(args, io)
+        code: int = asyncio.run(outcome) if asyncio.iscoroutine(outcome) else outcome
+        return code
+    except UsageError as exc:
+        sys.stderr.write(f"{name}: error: {exc}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{name}: interrupted\n")
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if os.environ.get("AIOOSS_RESUME_TRACEBACK"):
+            raise
+        return _report(exc, sys.stderr, name)
