@@ -32,9 +32,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from os import PathLike
 from types import TracebackType
-from typing import Self, final
+from typing import TYPE_CHECKING, Self, final
 
-import aiohttp
 from yarl import URL
 
 from ._credentials import (
@@ -65,6 +64,10 @@ from ._signing import (
     sign_request,
 )
 from ._uploader import UploadResult, upload_file
+
+if TYPE_CHECKING:
+    import aiohttp
+
 from ._xml import (
     decode_complete_result,
     decode_error,

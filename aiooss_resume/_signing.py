@@ -30,10 +30,11 @@ import hashlib
 import hmac
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
-from email.utils import format_datetime
+from datetime import datetime
 from typing import Literal, NamedTuple
 from urllib.parse import quote
+
+from ._retry import format_http_date, format_iso8601_basic
 
 __all__ = [
     "SUBRESOURCES",
@@ -130,16 +131,6 @@ def is_ip_endpoint_host(host: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def format_http_date(now: datetime) -> str:
-    """RFC 1123 date in GMT (``Mon, 20 May 2024 08:30:00 GMT``), locale-independent."""
-    return format_datetime(now.astimezone(UTC).replace(microsecond=0), usegmt=True)
-
-
-def format_iso8601_basic(now: datetime) -> str:
-    """ISO 8601 basic UTC timestamp as V4 signs it (``20240520T083000Z``)."""
-    return now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def _lower_headers(headers: Mapping[str, str]) -> dict[str, str]:

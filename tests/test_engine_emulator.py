@@ -238,3 +238,31 @@ async def test_credentials_from_the_environment(
     async with oss.Client(server.endpoint) as client:
         await client.bucket(BUCKET).upload_file("k", src)
     assert server.read_object(BUCKET, "k") == src.read_bytes()
+
+
+async def test_client_can_use_the_callers_session(server: OssServer, tmp_path: Path) -> None:
+    import aiohttp
+
+    src = make_file(tmp_path, 250 * KIB)
+    async with aiohttp.ClientSession() as session:
+        async with client_for(server, session=session) as client:
+            await client.bucket(BUCKET).upload_file("k", src, 100 * KIB, routines=2)
+        assert not session.closed  # the caller's session stays the caller's
+    assert server.read_object(BUCKET, "k") == src.read_bytes()
+
+
+async def test_one_client_shared_by_concurrent_uploads(server: OssServer, tmp_path: Path) -> None:
+    import asyncio
+
+    files = [make_file(tmp_path, 150 * KIB + i, f"f{i}.bin") for i in range(8)]
+    async with client_for(server) as client:
+        bucket = client.bucket(BUCKET)
+        results = await asyncio.gather(
+            *(
+                bucket.upload_file(f"k{i}", f, 100 * KIB, routines=2, checkpoint=True)
+                for i, f in enumerate(files)
+            )
+        )
+    for i, f in enumerate(files):
+        assert server.read_object(BUCKET, f"k{i}") == f.read_bytes()
+        assert results[i].size == f.stat().st_size
