@@ -1,0 +1,175 @@
+"""One upload in a fresh process: ``python -m benchmarks._worker '<json job>'``.
+
+Prints one JSON line: wall seconds, the process's user+sys CPU seconds spent during the upload
+(all threads), its RSS just before the upload and its peak RSS (``ru_maxrss``), and the worst
+lateness of a 1 ms ticker on an asyncio event loop in the main thread while the upload runs.
+aiooss_resume runs on that loop; the synchronous SDKs run in ``asyncio.to_thread`` next to
+it, as an asyncio application would call them, so their lateness is GIL contention.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import resource
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+TICK = 0.001
+
+
+def _rss_now() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class Ticker:
+    """Sleeps 1 ms in a loop and records how late each wake-up was."""
+
+    def __init__(self) -> None:
+        self.lateness: list[float] = []
+        self._stop = False
+
+    async def run(self) -> None:
+        clock = time.perf_counter
+        while not self._stop:
+            start = clock()
+            await asyncio.sleep(TICK)
+            self.lateness.append(clock() - start - TICK)
+
+    def stop(self) -> None:
+        self._stop = True
+
+    def summary(self) -> dict[str, float]:
+        values = sorted(self.lateness) or [0.0]
+        return {
+            "lateness_max_ms": values[-1] * 1000,
+            "lateness_p99_ms": values[int(0.99 * (len(values) - 1))] * 1000,
+            "ticks": len(self.lateness),
+            "ticks_over_20ms": sum(1 for v in values if v > 0.020),
+        }
+
+
+# ---------------------------------------------------------------------------- clients
+
+
+async def _ours(job: dict[str, Any]) -> None:
+    import aiooss_resume
+
+    async with aiooss_resume.Client(
+        job["endpoint"],
+        credentials=aiooss_resume.Credentials(job["access_key_id"], job["access_key_secret"]),
+        region=job["region"],
+        signature_version="v4",
+    ) as client:
+        cp: dict[str, Any] = {"checkpoint": None}
+        if job["checkpoint"]:
+            cp = {"checkpoint": True, "checkpoint_dir": job["checkpoint_dir"]}
+        result = await client.bucket(job["bucket"]).upload_file(
+            job["key"], job["path"], job["part_size"], routines=job["routines"], **cp
+        )
+        if result.size != job["size"]:
+            raise RuntimeError(f"uploaded {result.size} bytes, expected {job['size']}")
+
+
+def _oss2(job: dict[str, Any]) -> Callable[[], None]:
+    import oss2
+
+    bucket = oss2.Bucket(
+        oss2.AuthV4(job["access_key_id"], job["access_key_secret"]),
+        job["endpoint"],
+        job["bucket"],
+        region=job["region"],
+    )
+
+    def run() -> None:
+        store = oss2.ResumableStore(root=job["checkpoint_dir"]) if job["checkpoint"] else None
+        kwargs: dict[str, Any] = {"store": store} if store is not None else {}
+        oss2.resumable_upload(
+            bucket,
+            job["key"],
+            job["path"],
+            part_size=job["part_size"],
+            num_threads=job["routines"],
+            multipart_threshold=job["part_size"],
+            **kwargs,
+        )
+
+    return run
+
+
+def _v2(job: dict[str, Any]) -> Callable[[], None]:
+    import alibabacloud_oss_v2 as oss
+
+    cfg = oss.config.load_default()
+    cfg.credentials_provider = oss.credentials.StaticCredentialsProvider(
+        job["access_key_id"], job["access_key_secret"]
+    )
+    cfg.region = job["region"]
+    cfg.endpoint = job["endpoint"]
+    cfg.use_path_style = True
+    cfg.signature_version = "v4"
+    client = oss.Client(cfg)
+
+    def run() -> None:
+        uploader = client.uploader(
+            part_size=job["part_size"],
+            parallel_num=job["routines"],
+            enable_checkpoint=bool(job["checkpoint"]),
+            checkpoint_dir=job["checkpoint_dir"],
+        )
+        uploader.upload_file(
+            oss.PutObjectRequest(bucket=job["bucket"], key=job["key"]), filepath=job["path"]
+        )
+
+    return run
+
+
+async def _main(job: dict[str, Any]) -> dict[str, Any]:
+    client = job["client"]
+    sync_run: Callable[[], None] | None = None
+    if client == "oss2":
+        sync_run = _oss2(job)
+    elif client == "v2":
+        sync_run = _v2(job)
+    elif client == "ours":
+        import aiooss_resume  # noqa: F401  (imported before the baseline is taken)
+    else:
+        raise SystemExit(f"unknown client {client!r}")
+    ticker = Ticker()
+    tick_task = asyncio.create_task(ticker.run())
+    await asyncio.sleep(0.05)  # the ticker runs before the upload starts
+    ticker.lateness.clear()
+    rss_before = _rss_now()
+    t0 = os.times()
+    w0 = time.perf_counter()
+    if sync_run is not None:
+        await asyncio.to_thread(sync_run)
+    else:
+        await _ours(job)
+    wall = time.perf_counter() - w0
+    t1 = os.times()
+    ticker.stop()
+    await tick_task
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {
+        "client": client,
+        "seconds": wall,
+        "cpu_user": t1.user - t0.user,
+        "cpu_sys": t1.system - t0.system,
+        "rss_before": rss_before,
+        "rss_peak": peak,
+        **ticker.summary(),
+    }
+
+
+def main() -> None:
+    job = json.loads(sys.argv[1])
+    print(json.dumps(asyncio.run(_main(job))), flush=True)
+
+
+if __name__ == "__main__":
+    main()
