@@ -74,6 +74,7 @@ async def oss_request(
     now: datetime | None = None,
     sign: bool = True,
     raw_path: str | None = None,
+    expect100: bool = False,
 ) -> Reply:
     """Send one request signed like aiooss_resume's client would, and read the whole answer."""
     creds = server.credentials
@@ -96,7 +97,12 @@ async def oss_request(
     target = path + ("?" + encode_query(query) if query else "")
     url = URL(server.endpoint + target, encoded=True)
     async with session.request(
-        method, url, headers=all_headers, data=body, skip_auto_headers=("Content-Type",)
+        method,
+        url,
+        headers=all_headers,
+        data=body,
+        skip_auto_headers=("Content-Type",),
+        expect100=expect100,
     ) as response:
         data = await response.read()
         return Reply(response.status, response.headers, data)

@@ -26,7 +26,7 @@ from aiooss_resume._xml import (
     decode_list_parts_result,
     decode_list_uploads_result,
 )
-from aiooss_resume.testing import Fault, FaultContext, OssServer
+from aiooss_resume.testing import DEFAULT_ACCESS_KEY_ID, Fault, FaultContext, OssServer
 
 from .emulator_helpers import (
     BUCKET,
@@ -214,6 +214,70 @@ async def test_entity_too_large_is_refused_from_the_header(
     finally:
         writer.close()
         await writer.wait_closed()
+
+
+async def test_expect_100_continue(server: OssServer, session: aiohttp.ClientSession) -> None:
+    started = time.monotonic()
+    reply = await asyncio.wait_for(
+        oss_request(session, server, "PUT", "k", body=b"x" * 200_000, expect100=True), 10
+    )
+    assert reply.status == 200
+    assert time.monotonic() - started < 2
+    refused = await oss_request(
+        session, server, "PUT", "k", body=b"x", secret="bad", expect100=True
+    )
+    assert refused.code == "SignatureDoesNotMatch"
+
+
+@pytest.mark.parametrize(
+    ("raw_path", "headers", "status"),
+    [
+        (f"/{BUCKET}/k?partNumber=99999999999999999999&uploadId=X", {}, 404),
+        (f"/{BUCKET}/k?%zz=%zz&uploadId", {}, 404),
+        (f"/{BUCKET}/k?uploadId=&&&", {}, 404),
+        (f"/{BUCKET}/k?uploads&uploadId=", {}, 200),
+        (f"/{BUCKET}/k", {"Authorization": "OSS4-HMAC-SHA256 garbage"}, 400),
+        (
+            f"/{BUCKET}/k",
+            {"Authorization": "OSS4-HMAC-SHA256 Credential=a/b/c/d/e,Signature=x"},
+            400,
+        ),
+        (f"/{BUCKET}/k", {"Authorization": "OSS nocolon"}, 400),
+        (f"/{BUCKET}/k", {"Authorization": "Bearer x"}, 400),
+        (f"/{BUCKET}/k", {"Range": "bytes=9-1,3-4"}, 404),
+        (f"/{BUCKET}/k", {"Authorization": f"OSS {DEFAULT_ACCESS_KEY_ID}:x", "Date": "later"}, 403),
+        ("/", {}, 501),
+        (f"/{BUCKET}/?acl", {}, 501),
+        (f"/{BUCKET}/k?acl", {}, 501),
+    ],
+)
+async def test_garbage_gets_oss_answers(
+    server: OssServer,
+    session: aiohttp.ClientSession,
+    raw_path: str,
+    headers: dict[str, str],
+    status: int,
+) -> None:
+    """Odd inputs are answered as OSS errors (never the 500 catch-all; see the fixture)."""
+    sign = "Authorization" not in headers
+    from aiooss_resume.testing._protocol import parse_target
+
+    target = parse_target(raw_path)
+    reply = await oss_request(
+        session,
+        server,
+        "POST" if "uploads" in target.query_map else "GET",
+        target.key,
+        bucket=target.bucket,
+        query=target.query,
+        raw_path=raw_path.split("?")[0],
+        headers=headers,
+        sign=sign,
+    )
+    assert reply.status == status, reply.body
+    if status >= 400:
+        assert reply.code
+        assert reply.headers["x-oss-ec"]
 
 
 # ---------------------------------------------------------------- auth over the wire

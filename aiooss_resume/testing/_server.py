@@ -227,6 +227,19 @@ class _Ctx:
     upload_id: str | None = None
     bytes_received: int = 0
     effect: Effect | None = None
+    continued: bool = False
+
+    async def body_wanted(self) -> None:
+        """Say ``100 Continue`` to a client that waits for it, once, before reading a body.
+
+        The low-level aiohttp server does not do this by itself (only the router does), and
+        a client sending ``Expect: 100-continue`` would otherwise stall before every body.
+        """
+        if self.continued:
+            return
+        self.continued = True
+        if self.request.headers.get("Expect", "").lower() == "100-continue":
+            await self.request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
 
 def _part_number_value(target: Target) -> int | None:
@@ -739,6 +752,7 @@ class OssServer:
 
     async def _drain(self, ctx: _Ctx) -> None:
         """Read and drop the body (honouring reset_after_bytes and throttle)."""
+        await ctx.body_wanted()
         reset_at = ctx.effect.reset_after_bytes if ctx.effect is not None else None
         started = asyncio.get_running_loop().time()
         if reset_at == 0:
@@ -776,6 +790,7 @@ class OssServer:
         (plus aiohttp's own read buffer) are in memory per request.
         """
         self._check_length(ctx, limit)
+        await ctx.body_wanted()
         store = self._require_store()
         writer = await store.new_body_writer()
         loop = asyncio.get_running_loop()
@@ -972,6 +987,7 @@ class OssServer:
 
     async def _drain_small(self, ctx: _Ctx) -> bytes:
         """Read a small body (Complete XML, or the empty body of other requests)."""
+        await ctx.body_wanted()
         data = bytearray()
         while True:
             chunk = await ctx.request.content.readany()
