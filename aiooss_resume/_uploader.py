@@ -556,6 +556,7 @@ class _Upload:
         self.upload_id: str | None = None
         self.resumed: set[int] = set()
         self.completing = False
+        self.on_disk = False  # True once a checkpoint file names self.upload_id
 
     # ------------------------------------------------------------------ entry
 
@@ -756,30 +757,33 @@ class _Upload:
             else:
                 done = await self._reconcile(plan, checkpoint, server_parts)
                 self.upload_id = checkpoint.upload_id
-        if checkpoint is None:
-            checkpoint = await self._initiate(part_size)
-        for number, part in done.items():
-            self.progress.resume(number, part.size)
-        self.resumed = set(done)
-        await self.progress.emit(
-            UploadStarted(
-                key=self.key,
-                total_bytes=self.identity.size,
-                part_count=len(plan),
-                part_size=part_size,
-                upload_id=self.upload_id,
-                resumed=bool(done),
-                resumed_bytes=self.progress.resumed,
-                resumed_parts=len(done),
-            )
-        )
-        if self.cp_path is not None:
-            self.writer = _CheckpointWriter(self.cp_path, checkpoint, self.io)
-            for part in done.values():
-                self.writer.record(part)
-            await self.writer.flush(force=True)  # the upload id is on disk before any part
-            self.writer.start()
+                self.on_disk = True  # the checkpoint file already names this upload
+        # From here on an upload id may exist: every exit either records it or aborts it.
         try:
+            if checkpoint is None:
+                checkpoint = await self._initiate(part_size)
+            if self.cp_path is not None:
+                self.writer = _CheckpointWriter(self.cp_path, checkpoint, self.io)
+                for part in done.values():
+                    self.writer.record(part)
+                await self.writer.flush(force=True)  # the upload id is on disk before any part
+                self.on_disk = True
+                self.writer.start()
+            for number, part in done.items():
+                self.progress.resume(number, part.size)
+            self.resumed = set(done)
+            await self.progress.emit(
+                UploadStarted(
+                    key=self.key,
+                    total_bytes=self.identity.size,
+                    part_count=len(plan),
+                    part_size=part_size,
+                    upload_id=self.upload_id,
+                    resumed=bool(done),
+                    resumed_bytes=self.progress.resumed,
+                    resumed_parts=len(done),
+                )
+            )
             return await self._upload_and_complete(plan, part_size, done)
         except asyncio.CancelledError:
             await _shielded(self._after_failure(None), FLUSH_TIMEOUT)
@@ -891,6 +895,7 @@ class _Upload:
                 logger.warning(
                     "upload %s disappeared (%s); starting a new one", self.upload_id, exc
                 )
+                self.on_disk = False
                 checkpoint = await self._initiate(part_size)
                 done.clear()
                 self.resumed.clear()
@@ -898,6 +903,7 @@ class _Upload:
                     await self.writer.stop()
                     self.writer = _CheckpointWriter(self.writer.path, checkpoint, self.io)
                     await self.writer.flush(force=True)
+                    self.on_disk = True
                     self.writer.start()
         await self._check_source_unchanged()
         if self.writer is not None:
@@ -1040,7 +1046,7 @@ class _Upload:
             return
         if isinstance(error, IntegrityError) and error.actual is not None and self.completing:
             return  # Complete consumed the upload id: there is nothing left to resume
-        if self.writer is not None:
+        if self.writer is not None and self.on_disk:
             try:
                 await self.writer.flush()
             except CheckpointError as exc:
@@ -1053,7 +1059,8 @@ class _Upload:
                     f"(checkpoint {self.writer.path})"
                 )
             return
-        if self.upload_id is not None:
+        if self.upload_id is not None and not self.on_disk:
+            # Nothing records this upload, so nobody could resume it: do not orphan it.
             await self._abort_quietly(self.bucket, self.key, self.upload_id, "upload failed")
 
 
