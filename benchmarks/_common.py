@@ -189,6 +189,7 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
+        "loadavg_at_save": [round(x, 2) for x in os.getloadavg()],
         "versions": {
             d: _version(d)
             for d in (

@@ -21,6 +21,18 @@ from typing import Any
 TICK = 0.001
 
 
+def _wchar() -> int:
+    """Bytes this process passed to write()/pwrite() (file writes: the checkpoint; not sockets)."""
+    try:
+        with open("/proc/self/io") as f:
+            for line in f:
+                if line.startswith("wchar:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return -1
+
+
 def _rss_now() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -31,6 +43,8 @@ class Ticker:
 
     def __init__(self) -> None:
         self.lateness: list[float] = []
+        self.late_events: list[tuple[float, float]] = []  # (seconds since start, lateness)
+        self.origin = time.perf_counter()
         self._stop = False
 
     async def run(self) -> None:
@@ -38,7 +52,10 @@ class Ticker:
         while not self._stop:
             start = clock()
             await asyncio.sleep(TICK)
-            self.lateness.append(clock() - start - TICK)
+            late = clock() - start - TICK
+            self.lateness.append(late)
+            if late > 0.010 and len(self.late_events) < 50:
+                self.late_events.append((round(start - self.origin, 4), round(late * 1000, 2)))
 
     def stop(self) -> None:
         self._stop = True
@@ -50,6 +67,7 @@ class Ticker:
             "lateness_p99_ms": values[int(0.99 * (len(values) - 1))] * 1000,
             "ticks": len(self.lateness),
             "ticks_over_20ms": sum(1 for v in values if v > 0.020),
+            "late_events": self.late_events,
         }
 
 
@@ -143,7 +161,10 @@ async def _main(job: dict[str, Any]) -> dict[str, Any]:
     tick_task = asyncio.create_task(ticker.run())
     await asyncio.sleep(0.05)  # the ticker runs before the upload starts
     ticker.lateness.clear()
+    ticker.late_events.clear()
+    ticker.origin = time.perf_counter()
     rss_before = _rss_now()
+    wchar0 = _wchar()
     t0 = os.times()
     w0 = time.perf_counter()
     if sync_run is not None:
@@ -154,6 +175,7 @@ async def _main(job: dict[str, Any]) -> dict[str, Any]:
     t1 = os.times()
     ticker.stop()
     await tick_task
+    wchar = _wchar() - wchar0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {
         "client": client,
@@ -162,6 +184,7 @@ async def _main(job: dict[str, Any]) -> dict[str, Any]:
         "cpu_sys": t1.system - t0.system,
         "rss_before": rss_before,
         "rss_peak": peak,
+        "wchar": wchar,
         **ticker.summary(),
     }
 

@@ -13,10 +13,12 @@ Clients are interleaved within each repetition so drift hits them alike. CRC che
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from ._common import (
     BUCKET,
+    Emulator,
     GiB,
     MiB,
     emulator,
@@ -71,6 +73,40 @@ def summarize(runs: list[dict[str, Any]], size: int) -> dict[str, Any]:
     }
 
 
+def run_one(
+    server: Emulator,
+    tmp: Path,
+    path: Path,
+    size: int,
+    client: str,
+    part_size: int,
+    routines: int,
+    *,
+    key: str,
+    checkpoint: bool,
+    timeout: float,
+) -> dict[str, Any]:
+    """One upload in a fresh child process; adds the server's CPU seconds meanwhile."""
+    cp_dir = tmp / f"cp-{client}"
+    cp_dir.mkdir(exist_ok=True)
+    job = {
+        **server.conn(),
+        "client": client,
+        "bucket": BUCKET,
+        "key": key,
+        "path": str(path),
+        "size": size,
+        "part_size": part_size,
+        "routines": routines,
+        "checkpoint": checkpoint,
+        "checkpoint_dir": str(cp_dir),
+    }
+    cpu0 = server.cpu_seconds()
+    result = run_child("benchmarks._worker", job, timeout)
+    result["server_cpu"] = server.cpu_seconds() - cpu0
+    return result
+
+
 def _progress(
     result: dict[str, Any], part_size: int, routines: int, rep: int, repeat: int, size: int
 ) -> None:
@@ -103,23 +139,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     runs: dict[str, list[dict[str, Any]]] = {c: [] for c in clients}
                     for rep in range(repeat):
                         for client in clients:
-                            cp_dir = tmp / f"cp-{client}"
-                            cp_dir.mkdir(exist_ok=True)
-                            job = {
-                                **server.conn(),
-                                "client": client,
-                                "bucket": BUCKET,
-                                "key": f"{client}/{part_size}/{routines}/{rep}",
-                                "path": str(path),
-                                "size": size,
-                                "part_size": part_size,
-                                "routines": routines,
-                                "checkpoint": not args.no_checkpoint,
-                                "checkpoint_dir": str(cp_dir),
-                            }
-                            cpu0 = server.cpu_seconds()
-                            result = run_child("benchmarks._worker", job, args.timeout)
-                            result["server_cpu"] = server.cpu_seconds() - cpu0
+                            result = run_one(
+                                server,
+                                tmp,
+                                path,
+                                size,
+                                client,
+                                part_size,
+                                routines,
+                                key=f"{client}/{part_size}/{routines}/{rep}",
+                                checkpoint=not args.no_checkpoint,
+                                timeout=args.timeout,
+                            )
                             runs[client].append(result)
                             _progress(result, part_size, routines, rep, repeat, size)
                     for client in clients:
