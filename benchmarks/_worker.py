@@ -1,7 +1,8 @@
 """One upload in a fresh process: ``python -m benchmarks._worker '<json job>'``.
 
 Prints one JSON line: wall seconds, the process's user+sys CPU seconds spent during the upload
-(all threads), its RSS just before the upload and its peak RSS (``ru_maxrss``), and the worst
+(all threads), its RSS just before the upload and its peak RSS during the upload (VmHWM, reset
+through ``/proc/self/clear_refs`` just before it; else ``ru_maxrss``), and the worst
 lateness of a 1 ms ticker on an asyncio event loop in the main thread while the upload runs.
 aiooss_resume runs on that loop; the synchronous SDKs run in ``asyncio.to_thread`` next to
 it, as an asyncio application would call them, so their lateness is GIL contention.
@@ -31,6 +32,27 @@ def _wchar() -> int:
     except OSError:
         pass
     return -1
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak RSS (VmHWM) so the peak measured is the upload's, not import's."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _rss_now() -> int:
@@ -163,6 +185,7 @@ async def _main(job: dict[str, Any]) -> dict[str, Any]:
     ticker.lateness.clear()
     ticker.late_events.clear()
     ticker.origin = time.perf_counter()
+    peak_reset = _reset_peak_rss()
     rss_before = _rss_now()
     wchar0 = _wchar()
     t0 = os.times()
@@ -176,7 +199,7 @@ async def _main(job: dict[str, Any]) -> dict[str, Any]:
     ticker.stop()
     await tick_task
     wchar = _wchar() - wchar0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = _peak_rss()
     return {
         "client": client,
         "seconds": wall,
@@ -184,6 +207,7 @@ async def _main(job: dict[str, Any]) -> dict[str, Any]:
         "cpu_sys": t1.system - t0.system,
         "rss_before": rss_before,
         "rss_peak": peak,
+        "rss_peak_reset": peak_reset,
         "wchar": wchar,
         **ticker.summary(),
     }
