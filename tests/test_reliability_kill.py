@@ -38,13 +38,16 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from aiooss_resume import _uploader
 from aiooss_resume.testing import Fault, FaultContext, OssServer, RequestRecord
 
 from .reliability_helpers import (
     BUCKET,
     KIB,
     MIB,
+    WriteTracker,
     assert_checkpoint_consistent,
+    assert_checkpoint_gone,
     assert_object,
     make_client,
     make_file,
@@ -240,6 +243,12 @@ def _check_resends(runs: list[Run], routines: int, num_parts: int) -> int:
     return resent_total
 
 
+async def _settle() -> None:
+    tracker = _uploader._encode_and_write
+    if isinstance(tracker, WriteTracker):
+        await tracker.settle()  # see test_reliability_writer.py
+
+
 def _explain_orphans(server: OssServer, key: str, runs: list[Run]) -> int:
     """Unfinished uploads left: only empty ones initiated by a killed run."""
     leftover = open_upload_ids(server, key)
@@ -303,15 +312,28 @@ async def _iteration(server: OssServer, killer: Killer, tmp: Path, seed: int, st
                     key, src, part_size, routines=routines, checkpoint=True
                 )
             assert result.size == size
+            await _settle()
+            assert_checkpoint_gone(cp_path, result.upload_id)
             runs.append(Run("in-process", False, list(server.requests[start:])))
     assert_object(server, key, data)
-    assert not cp_path.exists(), "checkpoint left after success"
+    completed = [
+        r.upload_id
+        for run in runs
+        for r in run.records
+        if r.operation == "CompleteMultipartUpload" and r.status == 200
+    ]
+    assert_checkpoint_gone(cp_path, completed[-1] if completed else None)
     assert not Path(str(cp_path) + ".lock").exists(), "lock file left after success"
     stats.resent += _check_resends(runs, routines, num_parts)
     stats.orphans += _explain_orphans(server, key, runs)
     # Temporary files of a killed checkpoint write stay behind (never read, never reused).
     stats.tmp_left += len(list(tmp.glob(f".{src.name}.cp.*.tmp")))
     assert server.stats.internal_errors == 0
+
+
+@pytest.fixture(autouse=True)
+def tracker(monkeypatch: pytest.MonkeyPatch) -> WriteTracker:
+    return WriteTracker().install(monkeypatch)
 
 
 async def _kill_suite(tmp_path: Path, kills: int, base_seed: int) -> Stats:
