@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import pytest
 
 import aiooss_resume as oss
 from aiooss_resume import _uploader
+from aiooss_resume._checkpoint import decode_checkpoint
 from aiooss_resume.testing import OssServer
 
 KiB = 1024
@@ -38,21 +38,19 @@ async def test_no_checkpoint_write_lands_after_upload_returns(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real_write = _uploader.write_atomic
-    calls = 0
-    lock = threading.Lock()
+    parts_total = 8
 
-    def slow_second_write(path: str, data: bytes) -> None:
-        nonlocal calls
-        with lock:
-            calls += 1
-            n = calls
-        if n == 2:  # the background writer's first write: slow, like an fsync on a busy disk
+    def slow_stale_write(path: str, data: bytes) -> None:
+        # A snapshot that lacks some parts is slow (like an fsync on a busy disk); the
+        # complete one is fast, so a stale write still in flight lands after it.
+        recorded = len(decode_checkpoint(data).parts)
+        if 0 < recorded < parts_total:
             time.sleep(0.5)
         real_write(path, data)
 
-    monkeypatch.setattr(_uploader, "write_atomic", slow_second_write)
+    monkeypatch.setattr(_uploader, "write_atomic", slow_stale_write)
     src = tmp_path / "data.bin"
-    src.write_bytes(os.urandom(400 * KiB))
+    src.write_bytes(os.urandom(parts_total * 100 * KiB))
     async with OssServer(root=tmp_path / "oss") as server:
         creds = server.credentials
         async with oss.Client(
@@ -61,8 +59,8 @@ async def test_no_checkpoint_write_lands_after_upload_returns(
             region=server.region,
         ) as client:
             result = await client.bucket("bkt").upload_file(
-                "k", src, 100 * KiB, routines=4, checkpoint=True
+                "k", src, 100 * KiB, routines=1, checkpoint=True
             )
-        assert result.size == 400 * KiB
+        assert result.size == parts_total * 100 * KiB
         await asyncio.sleep(1.0)  # give any orphaned write thread time to finish
     assert not Path(f"{src}.cp").exists(), "a stale checkpoint re-appeared after success"
