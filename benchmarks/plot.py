@@ -75,8 +75,9 @@ def plot(input_path: Path, output: Path) -> Path:
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle(
-        f"Upload of {fmt_size(doc['size'])} over loopback to the OSS emulator (discard store), "
-        f"{doc['machine']['nproc']} cores shared by client and server",
+        f"Upload of {fmt_size(doc['size'])} over loopback to the OSS emulator (discard store; "
+        f"dashed: to the minimal sink), {doc['machine']['nproc']} cores shared by client "
+        "and server",
         fontsize=10,
     )
     fig.tight_layout(rect=(0, 0.1, 1, 0.95))
