@@ -28,6 +28,7 @@ success. Asserted every time:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -90,7 +91,8 @@ class Killer:
         if not self.fired and self.pid:
             self.fired = True
             self.fired_on = why
-            os.kill(self.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # it may have just exited
+                os.kill(self.pid, signal.SIGKILL)
 
 
 @dataclass
@@ -246,12 +248,25 @@ def _check_resends(runs: list[Run], routines: int, num_parts: int) -> int:
             continue
         assert len(resent) <= routines, (
             f"kill {i} ({run.mode}) cost {len(resent)} re-sent parts > routines={routines}: "
-            f"{sorted(resent)}"
+            f"{sorted(resent)}\n{_describe(runs)}"
         )
         resent_total += len(resent)
     sent = sum(1 for run in runs for r in run.records if r.operation == "UploadPart")
     assert sent >= num_parts
     return resent_total
+
+
+def _describe(runs: list[Run]) -> str:
+    lines = []
+    for n, run in enumerate(runs):
+        ops = [
+            f"{r.operation}:{r.status}{r.code and '/' + r.code}:{(r.upload_id or '-')[:6]}"
+            for r in run.records
+            if r.operation != "UploadPart" or r.status != 200
+        ]
+        lines.append(f"run {n} {run.mode} killed={run.killed} cp_parts={run.cp_parts} {ops}")
+        lines.append("   " + run.output.strip().replace("\n", "\n   ")[-1500:])
+    return "\n".join(lines)
 
 
 async def _settle() -> None:
