@@ -89,9 +89,44 @@ def crc64_combine(crc_a: int, crc_b: int, len_b: int) -> int:
     return _multmodp(_x2nmodp(len_b, 3), crc_a & _MASK) ^ (crc_b & _MASK)
 
 
+@lru_cache(maxsize=8)
+def _shift_tables(length: int) -> tuple[tuple[int, ...], ...]:
+    """Byte tables for "multiply by x^(8 * length)": the map is linear over GF(2), so its
+    value on a 64-bit CRC is the xor of its values on the CRC's eight bytes."""
+    factor = _x2nmodp(length, 3)
+    tables = []
+    for i in range(8):
+        table = [0] * 256
+        for bit in range(8):
+            table[1 << bit] = _multmodp(factor, 1 << (8 * i + bit))
+        for v in range(3, 256):
+            low = v & -v
+            if v != low:
+                table[v] = table[low] ^ table[v ^ low]
+        tables.append(tuple(table))
+    return tuple(tables)
+
+
 def crc64_fold(parts: Iterable[tuple[int, int]]) -> int:
-    """Fold ``(crc, length)`` pairs, in object order, into the whole object's CRC-64."""
+    """Fold ``(crc, length)`` pairs, in object order, into the whole object's CRC-64.
+
+    Parts share one or two lengths, so each combine is eight table lookups (about 1 µs)
+    instead of a polynomial multiplication: 10,000 parts fold in milliseconds.
+    """
     total = 0
     for crc, length in parts:
-        total = crc64_combine(total, crc, length)
+        if length == 0:
+            continue
+        t0, t1, t2, t3, t4, t5, t6, t7 = _shift_tables(length)
+        total = (
+            t0[total & 0xFF]
+            ^ t1[(total >> 8) & 0xFF]
+            ^ t2[(total >> 16) & 0xFF]
+            ^ t3[(total >> 24) & 0xFF]
+            ^ t4[(total >> 32) & 0xFF]
+            ^ t5[(total >> 40) & 0xFF]
+            ^ t6[(total >> 48) & 0xFF]
+            ^ t7[total >> 56]
+            ^ (crc & _MASK)
+        )
     return total

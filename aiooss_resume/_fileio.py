@@ -28,7 +28,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+# anyio imports its asyncio backend on first use, which would stall the event loop for
+# ~20 ms inside the first upload: the first import below pays that at import time instead.
 import anyio
+import anyio._backends._asyncio
 import anyio.to_thread
 
 from ._checkpoint import SourceIdentity
@@ -230,8 +233,21 @@ class CheckpointLock:
                 same = False
             if same:
                 self._fd = fd
+                self._sweep_temporaries()
                 return
             os.close(fd)
+
+    def _sweep_temporaries(self) -> None:
+        # A process killed inside write_atomic leaves its temporary file behind; holding the
+        # lock, we are the only writer of this checkpoint, so any such file is garbage.
+        checkpoint = self.path[: -len(".lock")]
+        directory, name = os.path.split(checkpoint)
+        prefix = f".{name}."
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(directory or "."):
+                if entry.name.startswith(prefix) and entry.name.endswith(".tmp"):
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
 
     def release(self) -> None:
         fd, self._fd = self._fd, -1

@@ -41,6 +41,7 @@ Theory of operation
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import inspect
@@ -54,6 +55,7 @@ from datetime import UTC, datetime
 from os import PathLike
 from typing import TYPE_CHECKING, TypeVar
 
+import anyio.lowlevel
 import msgspec
 
 from ._checkpoint import (
@@ -239,10 +241,6 @@ def checkpoint_path_for(
         path = os.path.abspath(os.fspath(checkpoint))
         if path == source:
             raise ValueError("the checkpoint path must not be the file being uploaded")
-        if os.path.isdir(path):
-            raise ValueError(
-                f"checkpoint {path!r} is a directory; use checkpoint_dir= for a directory"
-            )
         return path
     raise TypeError("checkpoint must be None, a bool, or a path")
 
@@ -265,6 +263,8 @@ def _resolve_paths(
     cp_path = checkpoint_path_for(
         path, checkpoint, checkpoint_dir, endpoint=endpoint, bucket=bucket, key=key
     )
+    if cp_path is not None and os.path.isdir(cp_path):
+        raise CheckpointError(f"cannot write checkpoint {cp_path!r}: it is a directory")
     return path, cp_path
 
 
@@ -359,7 +359,13 @@ class _Progress:
 
 
 class _CheckpointWriter:
-    """The one task that writes the checkpoint; parts are handed to it with ``record``."""
+    """The one task that writes the checkpoint; parts are handed to it with ``record``.
+
+    A write runs in a worker thread that cannot be interrupted, so nothing here ever
+    abandons one: ``write`` waits for its thread even when cancelled (then re-raises), and
+    ``stop`` ends the loop by a flag instead of cancelling it. Hence, once ``stop`` returns,
+    no write is in flight and none will start: the caller alone owns the file.
+    """
 
     MIN_GAP = 0.01
     GAP_FACTOR = 10.0
@@ -369,8 +375,11 @@ class _CheckpointWriter:
         self._checkpoint = checkpoint
         self._parts: dict[int, CheckpointPart] = {p.number: p for p in checkpoint.parts}
         self._io = io
-        self._dirty = asyncio.Event()
-        self._written = True
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._stopping = False
+        self._version = 0  # bumped by every record
+        self._saved = 0  # the version the file on disk holds
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self.error: CheckpointError | None = None
@@ -381,36 +390,42 @@ class _CheckpointWriter:
 
     def record(self, part: CheckpointPart) -> None:
         self._parts[part.number] = part
-        self._written = False
-        self._dirty.set()
+        self._version += 1
+        self._wake.set()
 
     async def _run(self) -> None:
         while True:
-            await self._dirty.wait()
-            self._dirty.clear()
+            await self._wake.wait()
+            self._wake.clear()
+            if self._stopping:
+                return
             started = time.monotonic()
             try:
                 await self.write(force=False)
             except CheckpointError as exc:
                 self.error = exc
                 return
-            # Space writes by a multiple of their cost; parts finishing meanwhile coalesce.
-            await asyncio.sleep(max(self.MIN_GAP, self.GAP_FACTOR * (time.monotonic() - started)))
+            # Space writes by a multiple of their cost; parts finishing meanwhile coalesce
+            # (``record`` leaves ``_wake`` set, so the next write follows the gap).
+            gap = max(self.MIN_GAP, self.GAP_FACTOR * (time.monotonic() - started))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(gap):
+                    await self._stop.wait()
 
     async def write(self, *, force: bool) -> None:
         async with self._lock:
-            if self._written and not force:
+            version = self._version
+            if version == self._saved and not force:
                 return
-            self._written = True
             parts = [self._parts[n] for n in sorted(self._parts)]
             snapshot = msgspec.structs.replace(self._checkpoint, parts=parts)
             try:
-                await self._io.run(_encode_and_write, self.path, snapshot)
+                await _shielded(self._io.run(_encode_and_write, self.path, snapshot), None)
             except OSError as exc:
-                self._written = False
                 raise CheckpointError(
                     f"cannot write checkpoint {self.path!r}: {exc.strerror or exc}"
                 ) from exc
+            self._saved = version
             self.writes += 1
 
     async def flush(self, *, force: bool = False) -> None:
@@ -420,21 +435,24 @@ class _CheckpointWriter:
         await self.write(force=force)
 
     async def stop(self) -> None:
+        """End the writer task after any write in flight; never abandons a write."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        if task is None:
+            return
+        self._stopping = True
+        self._stop.set()
+        self._wake.set()
+        await _shielded(asyncio.gather(task, return_exceptions=True), None)
 
 
 def _encode_and_write(path: str, checkpoint: Checkpoint) -> None:
     write_atomic(path, encode_checkpoint(checkpoint))
 
 
-async def _shielded(awaitable: Awaitable[_T], limit: float) -> _T:
-    """Run to completion (bounded by ``limit`` s) even if the caller is cancelled meanwhile.
+async def _shielded(awaitable: Awaitable[_T], limit: float | None) -> _T:
+    """Run to completion (bounded by ``limit`` s, if any) even if the caller is cancelled.
 
-    Cancellation is re-raised afterwards; the inner work never outlives this call by more
-    than the limit.
+    Cancellation is re-raised afterwards, so the inner work never outlives this call.
     """
 
     async def bounded() -> _T:
@@ -442,19 +460,20 @@ async def _shielded(awaitable: Awaitable[_T], limit: float) -> _T:
             return await awaitable
 
     task = asyncio.ensure_future(bounded())
-    cancelled = False
+    cancelled: asyncio.CancelledError | None = None
     while not task.done():
         try:
             await asyncio.shield(task)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
+            cancelled = exc
             if task.done():
                 break
-            cancelled = True
-    if cancelled:
-        # Consume the outcome so it is not reported as never retrieved.
+    if cancelled is not None:
+        # Consume the outcome so it is not reported as never retrieved, and re-raise the
+        # original exception: anyio recognises its cancel scopes' by their message.
         if not task.cancelled():
             task.exception()
-        raise asyncio.CancelledError
+        raise cancelled
     return task.result()
 
 
@@ -842,18 +861,22 @@ class _Upload:
     async def _already_completed(
         self, plan: list[PartPlan], checkpoint: Checkpoint
     ) -> UploadResult | None:
-        """A run killed after Complete: the object is there with the checkpoint's content."""
-        recorded = {p.number: p for p in checkpoint.parts}
-        if [p.number for p in plan] != sorted(recorded) or any(
-            recorded[p.number].size != p.size for p in plan
-        ):
-            return None
-        expected = crc64_fold((recorded[p.number].crc64, p.size) for p in plan)
-        for p in plan:  # the recorded CRCs must still describe the local file
-            if await self.src.crc_range(p.offset, p.size) != recorded[p.number].crc64:
-                return None
+        """A run killed after Complete: OSS already holds exactly this file under the key.
+
+        Decided by HEAD (size and CRC-64) against the whole local file, so it holds even
+        when the last checkpoint write before the kill did not list every part.
+        """
         head = await self.client._head(self.bucket, self.key)
-        if head is None or not _head_matches(head, self.identity.size, expected):
+        if head is None:
+            return None
+        try:
+            reported = _response_crc(head)
+            length = int(head.header("content-length", "-1"))
+        except (ValueError, ProtocolError):
+            return None
+        if reported is None or length != self.identity.size:
+            return None
+        if await self.src.crc_range(0, self.identity.size) != reported:
             return None
         self.upload_id = checkpoint.upload_id
         assert self.cp_path is not None
@@ -864,7 +887,7 @@ class _Upload:
             bucket=self.bucket,
             key=self.key,
             etag=head.header("etag"),
-            crc64=expected,
+            crc64=reported,
             size=self.identity.size,
             upload_id=checkpoint.upload_id,
             part_size=checkpoint.part_size,
@@ -980,7 +1003,11 @@ class _Upload:
     ) -> UploadResult:
         assert self.upload_id is not None
         parts = [done[p.number] for p in plan]
-        expected = crc64_fold((p.crc64, p.size) for p in parts)
+        # 10,000 combines take milliseconds: off the loop, like the XML encoding below.
+        expected = await self.io.run(crc64_fold, [(p.crc64, p.size) for p in parts])
+        # The final flush ran in a thread shielded from anyio scopes: a cancel that arrived
+        # meanwhile must stop us here, before Complete makes the object real.
+        await anyio.lowlevel.checkpoint_if_cancelled()
         self.completing = True
         try:
             result, resp = await self.client._complete(

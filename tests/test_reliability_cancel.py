@@ -368,16 +368,7 @@ async def test_cancel_storm_every_part_in_turn(tmp_path: Path, tracker: WriteTra
     "mechanism",
     [
         "task",
-        pytest.param(
-            "anyio",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="engine bug: an anyio scope cancelled during the final checkpoint "
-                "flush (anyio.to_thread.run_sync shields it) is not checked before Complete: "
-                "the engine goes on to send Complete, and unless something yields first the "
-                "object is completed although the caller cancelled before",
-            ),
-        ),
+        "anyio",
         "timeout",
     ],
 )

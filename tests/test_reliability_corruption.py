@@ -369,14 +369,6 @@ async def test_valid_checkpoint_that_lies(tmp_path: Path, lie: str) -> None:
 # ---------------------------------------------------------------- unusable checkpoint paths
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=IsADirectoryError,
-    reason="engine bug: a directory at <file>.cp with checkpoint=True escapes as a bare "
-    "IsADirectoryError from _fileio.read_optional (in _load_checkpoint, or in "
-    "_discard_checkpoint_file for a one-part file) instead of CheckpointError; an explicit "
-    "checkpoint=<dir> gives ValueError, and issue 4 promises CheckpointError",
-)
 @pytest.mark.parametrize("size", [SIZE, 10 * KIB])
 async def test_directory_at_checkpoint_path(tmp_path: Path, size: int) -> None:
     """A directory where ``checkpoint=True`` puts the file: a clear error before any request

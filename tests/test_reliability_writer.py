@@ -58,12 +58,6 @@ class SlowSecondWrite:
             self.slow_finished.set()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: _CheckpointWriter.stop() cancels a write in progress with "
-    "task.cancel(), which does not stop the anyio worker thread; its os.replace lands after "
-    "upload_file returned and the checkpoint it had deleted on success reappears",
-)
 async def test_no_checkpoint_write_lands_after_success(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -83,12 +77,6 @@ async def test_no_checkpoint_write_lands_after_success(
         assert not cp_path.exists(), "a checkpoint reappeared after the upload succeeded"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: after a failure, a periodic checkpoint write cancelled by "
-    "_CheckpointWriter.stop() still runs in its thread and replaces the final flush with an "
-    "older snapshot (fewer parts) after upload_file has returned",
-)
 async def test_final_flush_is_not_overwritten_by_a_stale_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
