@@ -243,11 +243,21 @@ def _scope(date: str, region: str, product: str) -> str:
 
 
 def v4_string_to_sign(
-    canonical_request: str, timestamp: str, region: str, product: str = "oss"
+    canonical_request: str,
+    timestamp: str,
+    region: str,
+    product: str = "oss",
+    *,
+    scope_date: str | None = None,
 ) -> str:
-    """The V4 string to sign; ``timestamp`` is the ``x-oss-date`` value (spec 3.3)."""
+    """The V4 string to sign; ``timestamp`` is the ``x-oss-date`` value (spec 3.3).
+
+    The scope date is ``timestamp[:8]`` unless given: the Go v1 SDK signs the RFC 1123
+    ``Date`` header as the timestamp, with the credential's date as the scope (spec 3.1).
+    """
     digest = hashlib.sha256(canonical_request.encode()).hexdigest()
-    return "\n".join([_V4_ALGORITHM, timestamp, _scope(timestamp[:8], region, product), digest])
+    scope = _scope(scope_date or timestamp[:8], region, product)
+    return "\n".join([_V4_ALGORITHM, timestamp, scope, digest])
 
 
 def v4_signing_key(access_key_secret: str, date: str, region: str, product: str = "oss") -> bytes:

@@ -31,7 +31,6 @@ Checks, in order (spec 2.9 and 3.8):
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 from collections.abc import Iterable, Mapping
@@ -253,19 +252,14 @@ def _verify_v4(
             "AccessDenied", "OSS authentication requires a valid Date.", ec="0002-00000503"
         )
     canonical = v4_canonical_request(method, bucket, key, query, headers, parsed.additional_headers)
-    if _ISO_BASIC.fullmatch(timestamp):
-        string_to_sign = v4_string_to_sign(canonical, timestamp, parsed.region, parsed.product)
-    else:
-        # _signing derives the scope date from timestamp[:8], which only works for the ISO
-        # form; for the Go v1 Date-header form the scope date is the credential's.
-        string_to_sign = "\n".join(
-            [
-                _V4_ALGORITHM,
-                timestamp,
-                f"{parsed.date}/{parsed.region}/{parsed.product}/aliyun_v4_request",
-                hashlib.sha256(canonical.encode()).hexdigest(),
-            ]
-        )
+    # For the Go v1 Date-header form the scope date is the credential's, not timestamp[:8].
+    string_to_sign = v4_string_to_sign(
+        canonical,
+        timestamp,
+        parsed.region,
+        parsed.product,
+        scope_date=None if _ISO_BASIC.fullmatch(timestamp) else parsed.date,
+    )
     signing_key = v4_signing_key(
         config.access_key_secret, parsed.date, parsed.region, parsed.product
     )

@@ -21,8 +21,11 @@ names that data file) over the old one. A reader therefore always sees a complet
 metadata/data pair, and a crash leaves at most an orphan data file. The previous data file of
 a replaced object or part is deleted afterwards.
 
-``store="discard"`` keeps the same metadata (size, MD5, CRC-64, headers) but never writes
-bodies: the bytes are hashed and dropped, so benchmarks measure the client, not this disk.
+``store="discard"`` keeps the same metadata (size, CRC-64, headers) but never writes
+bodies: the bytes are checksummed and dropped, so benchmarks measure the client, not this
+server. It computes MD5 only when a request carries ``Content-MD5`` (to verify it); otherwise
+the ETag is derived from the CRC-64 and the size (still 32 upper-case hex digits, and still
+different for different content), because MD5 at ~700 MiB/s would cap every benchmark.
 Such objects cannot be read back (the server answers GetObject with ``NotImplemented``).
 
 Concurrency: the server runs on one event loop, so ``asyncio.Lock`` is enough. Each upload has
@@ -141,24 +144,35 @@ class BodyResult:
 class BodyWriter:
     """Hashes (and, for the disk store, writes) a body; every method runs in a worker thread."""
 
-    def __init__(self, temp_path: Path | None) -> None:
+    def __init__(self, temp_path: Path | None, *, md5: bool = True) -> None:
         self._path = temp_path
         self._file = open(temp_path, "wb") if temp_path is not None else None  # noqa: SIM115
-        self._md5 = hashlib.md5()
+        self._md5 = hashlib.md5() if md5 else None
         self._crc = 0
         self._size = 0
 
-    def write(self, data: bytes) -> None:
-        self._md5.update(data)
-        self._crc = crc64(data, self._crc)
-        self._size += len(data)
-        if self._file is not None:
-            self._file.write(data)
+    @property
+    def cheap(self) -> bool:
+        """Only a CRC to compute (discard store, no MD5): fast enough for the event loop."""
+        return self._file is None and self._md5 is None
+
+    def write(self, pieces: Iterable[bytes]) -> None:
+        for data in pieces:
+            if self._md5 is not None:
+                self._md5.update(data)
+            self._crc = crc64(data, self._crc)
+            self._size += len(data)
+            if self._file is not None:
+                self._file.write(data)
 
     def finish(self) -> BodyResult:
         if self._file is not None:
             self._file.close()
-        return BodyResult(self._size, self._md5.digest(), self._crc, self._path)
+        if self._md5 is not None:
+            digest = self._md5.digest()
+        else:  # discard store without Content-MD5: a stand-in digest, see the docstring
+            digest = self._crc.to_bytes(8, "big") + self._size.to_bytes(8, "big")
+        return BodyResult(self._size, digest, self._crc, self._path)
 
     def discard(self) -> None:
         if self._file is not None:
@@ -231,14 +245,14 @@ class Store:
 
     # -- bodies
 
-    async def new_body_writer(self) -> BodyWriter:
+    async def new_body_writer(self, *, md5: bool = True) -> BodyWriter:
         if self.mode == "discard":
-            return BodyWriter(None)
+            return BodyWriter(None, md5=md5)
         path = self._tmp / f"body-{secrets.token_hex(8)}"
         return await self._run(BodyWriter, path)
 
     async def write(self, writer: BodyWriter, data: bytes) -> None:
-        await self._run(writer.write, data)
+        await self._run(writer.write, [data])
 
     async def finish(self, writer: BodyWriter) -> BodyResult:
         return await self._run(writer.finish)
