@@ -14,7 +14,7 @@ PYTHON = "3.11"
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check over the whole tree."""
-    session.install("ruff>=0.6")
+    session.install("ruff==0.17.6")  # pinned: new releases change formatting
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
 
@@ -22,7 +22,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typing(session: nox.Session) -> None:
     """mypy --strict over the package."""
-    session.install("-e", ".", "mypy>=1.11")
+    session.install("-e", ".", "mypy==2.4.1")
     session.run("mypy")
 
 
