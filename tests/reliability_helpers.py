@@ -150,10 +150,9 @@ def first(items: Iterable[RequestRecord], operation: str) -> RequestRecord | Non
 class WriteTracker:
     """Wraps ``_uploader._encode_and_write`` to know when no checkpoint write is running.
 
-    Until the engine stops abandoning cancelled writes in their threads (see
-    test_reliability_writer.py), a write can land after ``upload_file`` returned; tests that
-    inspect or replace the checkpoint between runs ``await tracker.settle()`` first so they
-    check the engine's promises, not that race (which has its own xfail test).
+    The engine promises that no write outlives ``upload_file`` (test_reliability_writer.py
+    checks it); tests that inspect or replace the checkpoint between runs still
+    ``await tracker.settle()`` first, as a guard that costs ~30 ms.
     """
 
     def __init__(self) -> None:
@@ -188,19 +187,9 @@ class WriteTracker:
             quiet = quiet + 1 if self.active == 0 else 0
 
 
-STALE_WRITE_HITS: list[str] = []
-"""Checkpoints resurrected by the known stale-write engine bug (test_reliability_writer.py)."""
-
-
 def assert_checkpoint_gone(cp_path: Path, upload_id: str | None) -> None:
-    """No checkpoint after success, except a stale snapshot of the same upload that a
-    cancelled write landed after the deletion (the known engine bug pinned by the xfail
-    tests of test_reliability_writer.py); anything else fails."""
-    if not cp_path.exists():
-        return
-    stray = read_checkpoint(cp_path)
-    assert stray is not None and stray.upload_id == upload_id, (
-        f"a checkpoint was left after success: {stray}"
+    """No checkpoint after success: the engine deletes it, and no write outlives the call
+    (test_reliability_writer.py pins the race that once broke this)."""
+    assert not cp_path.exists(), (
+        f"a checkpoint was left after the success of upload {upload_id}: {read_checkpoint(cp_path)}"
     )
-    STALE_WRITE_HITS.append(str(cp_path))
-    cp_path.unlink()
