@@ -12,7 +12,7 @@ are listed by version) and the library's own ``aiooss_resume._crc64.crc64``:
   A gap of a few ms (the switch interval) = released; a gap as long as the call = held;
 * combine: ``_crc64.crc64_combine`` (pure Python; cached and uncached part lengths) vs
   anycrc's ``combine`` vs oss2's ``crc64_combine`` (pure Python, what oss2 uses), and the
-  time to fold 10,000 part CRCs with ``crc64_fold`` (done on the event loop at Complete).
+  time to fold 10,000 part CRCs with ``crc64_fold`` (done at Complete, in a worker thread).
 """
 
 from __future__ import annotations

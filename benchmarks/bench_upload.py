@@ -3,7 +3,7 @@
 ``python -m benchmarks upload [--size 1GiB] [--part-sizes 1,8,64] [--routines 1,4,16]
 [--repeat 3] [--key-repeat N] [--clients ours,oss2,v2]``
 
-One emulator process (discard store: it keeps size/MD5/CRC, no bytes), one data file created
+One emulator process (discard store: it keeps size/CRC, no bytes), one data file created
 once in a temp dir and page-cached, and each upload in a fresh child process
 (``benchmarks._worker``) so CPU, peak RSS and loop lateness belong to that upload alone.
 Clients are interleaved within each repetition so drift hits them alike. CRC checking is on
