@@ -11,7 +11,7 @@ covers bytes ``[(n - 1) * S, min(n * S, size))``, so the parts tile the file exa
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import msgspec
 
 __all__ = [
     "DEFAULT_PART_SIZE",
@@ -33,8 +33,12 @@ DEFAULT_PART_SIZE = MIN_PART_SIZE  # what the OSS documentation promises for Upl
 MAX_OBJECT_SIZE = MAX_PARTS * MAX_PART_SIZE
 
 
-class PartPlan(NamedTuple):
-    """One planned part: its 1-based number, byte offset and length."""
+class PartPlan(msgspec.Struct, frozen=True, gc=False):
+    """One planned part: its 1-based number, byte offset and length.
+
+    Untracked by the garbage collector (it holds only ints): 10,000 tracked plans would
+    trigger a full collection, a ~10 ms event-loop pause, in the middle of an upload.
+    """
 
     number: int
     offset: int

