@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import random
 import signal
@@ -283,6 +284,14 @@ def _explain_orphans(server: OssServer, key: str, runs: list[Run]) -> int:
     return len(leftover)
 
 
+def _assert_unlocked_and_remove(lock_path: Path) -> None:
+    if not lock_path.exists():
+        return
+    with lock_path.open("rb+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if still held
+    lock_path.unlink()
+
+
 async def _iteration(server: OssServer, killer: Killer, tmp: Path, seed: int, stats: Stats) -> None:
     rng = random.Random(seed)
     key = f"kill/{seed}.bin"
@@ -305,9 +314,21 @@ async def _iteration(server: OssServer, killer: Killer, tmp: Path, seed: int, st
         runs.append(run)
         if not run.killed:
             break
+        cp = read_checkpoint(cp_path)  # every checkpoint left behind decodes
+        if cp is None and any(
+            r.operation == "CompleteMultipartUpload" and r.status == 200 for r in run.records
+        ):
+            # The kill landed after success: Complete took effect and the checkpoint was
+            # already deleted, only the worker's DONE line was lost. There is nothing left to
+            # resume (a re-run would be a new upload), so this run counts as finished.
+            assert_object(server, key, data)
+            run.killed = False
+            # The kill may also have beaten the lock file's removal: a leftover must not be
+            # held (flock dies with its process), and is harmless garbage.
+            _assert_unlocked_and_remove(Path(str(cp_path) + ".lock"))
+            break
         stats.kills += 1
         stats.by_mode[run.mode] = stats.by_mode.get(run.mode, 0) + 1
-        cp = read_checkpoint(cp_path)  # every checkpoint left behind decodes
         run.cp_parts = len(cp.parts) if cp is not None else None
         if cp is not None:
             assert cp.key == key
