@@ -11,6 +11,7 @@ BENCHMARKS = {
     "ceiling": ("bench_ceiling", "loopback socket and CRC ceilings of this machine"),
     "checkpoint": ("bench_checkpoint", "checkpoint overhead at 10,000 parts"),
     "memory": ("bench_memory", "peak RSS growth, 1 GiB in 256 MiB parts"),
+    "read": ("bench_read", "reading parts off the loop: pread on our limiter vs aiofiles"),
     "plot": ("plot", "plot results/upload-*.json to docs/img/throughput.png"),
 }
 
