@@ -207,6 +207,22 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def git_revision() -> str:
+    """The commit measured, with ``+dirty`` when the package has uncommitted changes."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        proc = subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, check=False, timeout=10
+        )
+        return proc.stdout.strip() if proc.returncode == 0 else ""
+
+    head = git("rev-parse", "--short=12", "HEAD")
+    if not head:
+        return "unknown"
+    return head + ("+dirty" if git("status", "--porcelain", "--", "aiooss_resume") else "")
+
+
 def save_results(name: str, payload: dict[str, Any]) -> Path:
     """Write ``benchmarks/results/<name>.json`` (with the machine description and a timestamp)."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -215,6 +231,7 @@ def save_results(name: str, payload: dict[str, Any]) -> Path:
         "benchmark": name,
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": " ".join(["python", "-m", "benchmarks", *sys.argv[1:]]),
+        "git_revision": git_revision(),
         "machine": machine_info(),
         **payload,
     }
