@@ -14,13 +14,16 @@ Failures of the world raise this tree::
       CredentialsError      no credentials could be found, or a provider failed
 
 A subclass exists only where code branches on it; everything else is an attribute.
-No secret ever appears in a message or a repr.
+No secret ever appears in a message or a repr: OSS quotes the request's string to sign in a
+``SignatureDoesNotMatch`` answer, and with STS credentials that text holds the security token,
+so ``ServiceError`` redacts it (see :func:`redact_secrets`).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from typing import final
+from typing import Final, final
 
 __all__ = [
     "CheckpointError",
@@ -33,6 +36,32 @@ __all__ = [
     "ServiceError",
     "TransportError",
 ]
+
+
+_REDACTED: Final = "<redacted>"
+# The STS token as a signed header line (V1 StringToSign, V4 CanonicalRequest) and as a
+# query parameter (presigned URLs: V1 sub-resource ``security-token``, V4
+# ``x-oss-security-token``).
+_TOKEN_LINE: Final = re.compile(r"^([ \t]*x-oss-security-token[ \t]*:)[^\r\n]*", re.I | re.M)
+_TOKEN_PARAM: Final = re.compile(r"((?:x-oss-)?security-token=)[^&\s]*", re.IGNORECASE)
+# V1 answers repeat the string to sign as space-separated hex bytes (StringToSignBytes).
+_HEX_BYTES: Final = re.compile(r"\s*[0-9a-fA-F]{2}(?:\s+[0-9a-fA-F]{2})*\s*", re.ASCII)
+
+
+def redact_secrets(text: str) -> str:
+    """``text`` with any STS security token OSS quoted in it replaced by ``<redacted>``.
+
+    Handles the header line ``x-oss-security-token:...`` of a string to sign or canonical
+    request, the ``security-token=...`` query parameter, and the same texts spelt as
+    space-separated hex bytes (OSS's ``StringToSignBytes``).
+    """
+    redacted = _TOKEN_PARAM.sub(rf"\g<1>{_REDACTED}", _TOKEN_LINE.sub(rf"\g<1>{_REDACTED}", text))
+    if redacted == text and _HEX_BYTES.fullmatch(text):
+        decoded = bytes.fromhex(text).decode("utf-8", errors="replace")
+        cleaned = redact_secrets(decoded)
+        if cleaned != decoded:
+            redacted = " ".join(f"{b:02x}" for b in cleaned.encode("utf-8"))
+    return redacted
 
 
 class OssError(Exception):
@@ -50,7 +79,8 @@ class ServiceError(OssError):
         request_id: the ``x-oss-request-id`` of the failed request (quote it to support).
         ec: the detailed error code (``x-oss-ec`` / ``<EC>``), or ``""``.
         host_id: the ``<HostId>`` element, or ``""``.
-        details: any further children of the error document (``StringToSign``...).
+        details: any further children of the error document (``StringToSign``...), with any
+            STS security token they quote replaced by ``<redacted>``.
         server_date: the response's ``Date`` header, used to correct clock skew.
     """
 
@@ -77,11 +107,11 @@ class ServiceError(OssError):
     ) -> None:
         self.status = status
         self.code = code
-        self.message = message
+        self.message = redact_secrets(message)
         self.request_id = request_id
         self.ec = ec
         self.host_id = host_id
-        self.details = dict(details or {})
+        self.details = {name: redact_secrets(value) for name, value in (details or {}).items()}
         self.server_date = server_date
         super().__init__(self._describe())
 
@@ -96,6 +126,8 @@ class ServiceError(OssError):
         return text
 
     def __reduce__(self) -> tuple[object, ...]:
+        # The instance dict goes along as state so that notes (``add_note``: how many
+        # attempts were made, where the checkpoint is) survive a trip between processes.
         return (
             _rebuild_service_error,
             (
@@ -109,6 +141,7 @@ class ServiceError(OssError):
                 dict(self.details),
                 self.server_date,
             ),
+            dict(self.__dict__),
         )
 
 
@@ -165,7 +198,11 @@ class IntegrityError(OssError):
         self.actual = actual
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (_rebuild_integrity_error, (str(self), self.expected, self.actual))
+        return (
+            _rebuild_integrity_error,
+            (str(self), self.expected, self.actual),
+            dict(self.__dict__),
+        )
 
 
 def _rebuild_integrity_error(message: str, expected: int, actual: int | None) -> IntegrityError:

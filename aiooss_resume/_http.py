@@ -23,7 +23,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, final, runtime_checkable
+from typing import Final, Protocol, final, runtime_checkable
+from urllib.parse import unquote
 
 import aiohttp
 from yarl import URL
@@ -46,9 +47,78 @@ MAX_RESPONSE_BODY = 16 * 1024 * 1024
 """The client never downloads objects; larger answers are not OSS's multipart XML."""
 
 
-@dataclass(frozen=True, slots=True)
+SECRET_HEADERS: Final = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "x-oss-security-token",
+        "security-token",  # the Python v2 SDK's unsigned V1 spelling of the STS token
+    }
+)
+"""Header names (lower case) whose values never appear in a repr."""
+
+SECRET_QUERY_PARAMS: Final = frozenset(
+    {"signature", "x-oss-signature", "security-token", "x-oss-security-token"}
+)
+"""Query parameters (lower case) of presigned URLs whose values never appear in a repr."""
+
+_REDACTED: Final = "<redacted>"
+
+
+def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """``headers`` with the value of every secret-bearing header replaced.
+
+    An ``Authorization`` value keeps its scheme (``OSS4-HMAC-SHA256``, ``OSS``): the
+    signature would let anyone replay the request while it is fresh.
+    """
+    shown: dict[str, str] = {}
+    for name, value in headers.items():
+        if name.lower() not in SECRET_HEADERS:
+            shown[name] = value
+        elif name.lower() == "authorization" and " " in value.strip():
+            shown[name] = f"{value.strip().split(' ', 1)[0]} {_REDACTED}"
+        else:
+            shown[name] = _REDACTED
+    return shown
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the values of presigned-URL secrets (signature, STS token) replaced."""
+    base, sep, query = url.partition("?")
+    if not sep:
+        return url
+    fragment = ""
+    if "#" in query:
+        query, fragment = query.split("#", 1)
+        fragment = "#" + fragment
+    pieces = []
+    for piece in query.split("&"):
+        name, eq, _value = piece.partition("=")
+        if eq and unquote(name).lower() in SECRET_QUERY_PARAMS:
+            piece = f"{name}={_REDACTED}"
+        pieces.append(piece)
+    return f"{base}?{'&'.join(pieces)}{fragment}"
+
+
+def _describe_body(body: bytes | BodyFactory | None) -> str:
+    # Bodies are never echoed: a part is megabytes, and an error document may quote the
+    # request's string to sign, STS token included.
+    if body is None:
+        return "None"
+    if callable(body):
+        return "<streamed>"
+    return f"<{len(body)} bytes>"
+
+
+@dataclass(frozen=True, slots=True, repr=False)
 class HttpRequest:
-    """A fully signed request. ``url`` is absolute and already percent-encoded."""
+    """A fully signed request. ``url`` is absolute and already percent-encoded.
+
+    Its ``repr`` hides secrets: the ``Authorization`` signature, the STS token and any other
+    value in :data:`SECRET_HEADERS`, presigned-URL signatures, and the body's bytes.
+    """
 
     method: str
     url: str
@@ -56,10 +126,21 @@ class HttpRequest:
     body: bytes | BodyFactory | None = None
     content_length: int | None = None
 
+    def __repr__(self) -> str:
+        return (
+            f"HttpRequest(method={self.method!r}, url={redact_url(self.url)!r}, "
+            f"headers={redact_headers(self.headers)!r}, body={_describe_body(self.body)}, "
+            f"content_length={self.content_length!r})"
+        )
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, repr=False)
 class HttpResponse:
-    """A complete response; header names are lower-cased."""
+    """A complete response; header names are lower-cased.
+
+    Its ``repr`` shows the body's length, not its bytes (an OSS error document may quote the
+    request's string to sign, STS token included).
+    """
 
     status: int
     headers: Mapping[str, str] = field(default_factory=dict)
@@ -67,6 +148,12 @@ class HttpResponse:
 
     def header(self, name: str, default: str = "") -> str:
         return self.headers.get(name.lower(), default)
+
+    def __repr__(self) -> str:
+        return (
+            f"HttpResponse(status={self.status!r}, headers={redact_headers(self.headers)!r}, "
+            f"body={_describe_body(self.body)})"
+        )
 
 
 @runtime_checkable
