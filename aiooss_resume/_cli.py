@@ -72,6 +72,7 @@ from . import (
     __version__,
 )
 from ._checkpoint import Checkpoint, decode_checkpoint
+from ._planner import MAX_PART_SIZE, MIN_PART_SIZE
 from ._uploader import checkpoint_path_for
 
 __all__ = [
@@ -575,6 +576,11 @@ async def _cmd_upload(args: argparse.Namespace, io: _Io) -> int:
     headers = _parse_headers(args.header)
     if args.checkpoint_dir and args.checkpoint is False:
         raise UsageError("--checkpoint-dir and --no-checkpoint contradict each other")
+    if args.checkpoint_dir and isinstance(args.checkpoint, str):
+        raise UsageError(
+            "--checkpoint PATH and --checkpoint-dir DIR contradict each other: "
+            "give the checkpoint's path or its directory, not both"
+        )
     checkpoint: bool | str = True if args.checkpoint_dir else args.checkpoint
     mode = _progress_mode(args, io.stdout)
     printer = ProgressPrinter(io.stdout, mode, interval=args.progress_interval)
@@ -1073,6 +1079,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.part_size = parse_size(args.part_size_text)
             except ValueError as exc:
                 parser.error(f"--part-size: {exc}")
+            if not MIN_PART_SIZE <= args.part_size <= MAX_PART_SIZE:
+                parser.error(
+                    f"--part-size {args.part_size_text} ({args.part_size} bytes) is out of "
+                    f"range: OSS accepts parts of 100KiB ({MIN_PART_SIZE} bytes) to 5GiB "
+                    f"({MAX_PART_SIZE} bytes)"
+                )
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     io = _Io(sys.stdout, sys.stderr, prog)
