@@ -271,6 +271,7 @@ class ProgressPrinter:
         self.started_at = clock()
         self._last_draw = -math.inf
         self._line_open = False
+        self._last_line: str | None = None  # the status line last written, if still current
         self._samples: collections.deque[tuple[float, int]] = collections.deque()
 
     # -- output helpers
@@ -285,6 +286,7 @@ class ProgressPrinter:
             return
         self._clear()
         self._write(text + "\n")
+        self._last_line = None
 
     def _clear(self) -> None:
         if self._line_open:
@@ -330,11 +332,15 @@ class ProgressPrinter:
         if not force and now - self._last_draw < self.interval:
             return
         self._last_draw = now
+        line = self.status_line()
+        if line == self._last_line:
+            return  # e.g. the last part's PartDone, then UploadCompleted: draw 100% once
+        self._last_line = line
         if self.mode == "live":
-            self._write("\r" + self.status_line() + "\x1b[K")
+            self._write("\r" + line + "\x1b[K")
             self._line_open = True
         elif self.mode == "plain":
-            self._write(self.status_line() + "\n")
+            self._write(line + "\n")
 
     # -- the hook
 

@@ -1,12 +1,19 @@
 """``aiooss-resume upload`` options, each checked for what it promises, through a subprocess.
 
-Where the checkpoint goes (``--checkpoint PATH``, ``--checkpoint-dir DIR``, not both) and the
-``--part-size`` range.
+Where the checkpoint goes (``--checkpoint PATH``, ``--checkpoint-dir DIR``, not both), the
+``--part-size`` range, and the progress output on a real terminal (a pseudo-terminal) and
+off one.
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import pty
+import select
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +22,7 @@ import pytest
 from aiooss_resume._cli import EXIT_OK, EXIT_SERVICE, EXIT_USAGE
 from aiooss_resume.testing import Fault, ThreadedOssServer
 
-from .test_cli import assert_no_traceback, cli_env, make_file, run
+from .test_cli import CLI, assert_no_traceback, cli_env, make_file, run
 
 KiB = 1024
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX terminals and signals")
@@ -145,3 +152,93 @@ def test_part_size_bounds_are_accepted(oss: ThreadedOssServer, tmp_path: Path) -
         proc = run("upload", str(src), f"oss://bkt/{key}", "--part-size", size, env=cli_env(oss))
         assert proc.returncode == EXIT_OK, proc.stderr
         assert oss.read_object("bkt", key) == data
+
+
+# ---------------------------------------------------------------------- progress output
+
+
+def run_on_a_pty(
+    args: list[str], env: dict[str, str], *, timeout: float = 30
+) -> tuple[int, bytes, str]:
+    """Run the CLI with its stdout on a pseudo-terminal; (exit code, terminal bytes, stderr)."""
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [*CLI, *args], env=env, stdin=subprocess.DEVNULL, stdout=slave, stderr=subprocess.PIPE
+        )
+    finally:
+        os.close(slave)
+    out = bytearray()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if not ready:
+                if proc.poll() is not None:
+                    break
+                continue
+            try:
+                chunk = os.read(master, 65536)
+            except OSError as exc:  # EIO: the child closed the terminal's last writer
+                if exc.errno != errno.EIO:
+                    raise
+                break
+            if not chunk:
+                break
+            out += chunk
+        code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.stderr is not None
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    return code, bytes(out), err
+
+
+def test_live_progress_line_on_a_terminal(oss: ThreadedOssServer, tmp_path: Path) -> None:
+    src = tmp_path / "f.bin"
+    data = make_file(src, 500 * KiB)
+    # Every part held a little, so the line is redrawn several times while it runs.
+    oss.faults.add(Fault(operation="UploadPart", times=None, delay=0.05))
+    args = ["upload", str(src), "oss://bkt/tty", *UPLOAD_OPTS, "--progress-interval", "0"]
+    code, out, err = run_on_a_pty(args, cli_env(oss))
+    assert code == EXIT_OK, err
+    text = out.decode()
+    assert "Traceback" not in text + err
+    lines = text.split("\r\n")  # the terminal turns each "\n" into "\r\n"
+    assert lines[0].startswith("uploading 500.0 KiB in 5 parts of 100.0 KiB, upload id ")
+    live = lines[1]
+    draws = [d.removesuffix("\x1b[K") for d in live.split("\r") if d]
+    assert all(d.endswith("\x1b[K") for d in live.split("\r") if d), live
+    assert len(draws) >= 5, draws  # redrawn in place: one terminal line, many states
+    assert draws[0].startswith("  0.0% 0 B/500.0 KiB")
+    for n in range(1, 6):
+        assert any(f"parts {n}/5" in d for d in draws), (n, draws)
+    # The final state is drawn once, not repeated by the completion event.
+    final = [d for d in draws if d.startswith("100.0%") and "parts 5/5" in d]
+    assert len(final) == 1, draws
+    assert draws[-1] == final[0] and "done" in final[0]
+    assert lines[2].startswith("uploaded oss://bkt/tty: 500.0 KiB (512000 bytes) in 5 parts")
+    assert oss.read_object("bkt", "tty") == data
+
+
+def test_plain_progress_lines_off_a_terminal(oss: ThreadedOssServer, tmp_path: Path) -> None:
+    src = tmp_path / "f.bin"
+    make_file(src, 500 * KiB)
+    proc = run(
+        "upload", str(src), "oss://bkt/plain", *UPLOAD_OPTS, "--progress-interval", "0",
+        env=cli_env(oss),
+    )  # fmt: skip
+    assert proc.returncode == EXIT_OK, proc.stderr
+    assert "\r" not in proc.stdout and "\x1b" not in proc.stdout
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("uploading 500.0 KiB in 5 parts")
+    assert lines[-1].startswith("uploaded oss://bkt/plain")
+    progress = lines[1:-1]
+    assert len(progress) >= 5
+    percents = [float(line.split("%", 1)[0]) for line in progress]
+    assert percents == sorted(percents) and percents[0] == 0.0 and percents[-1] == 100.0
+    assert sum("parts 5/5" in line and "done" in line for line in progress) == 1
