@@ -1,12 +1,13 @@
 """``aiooss-resume upload`` options, each checked for what it promises, through a subprocess.
 
 Where the checkpoint goes (``--checkpoint PATH``, ``--checkpoint-dir DIR``, not both), the
-``--part-size`` range, and the progress output on a real terminal (a pseudo-terminal) and
-off one.
+``--part-size`` range, ``--signature-version v1``, ``--header`` landing on the object, and
+the progress output on a real terminal (a pseudo-terminal) and off one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import pty
@@ -17,11 +18,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from aiooss_resume._cli import EXIT_OK, EXIT_SERVICE, EXIT_USAGE
 from aiooss_resume.testing import Fault, ThreadedOssServer
 
+from .emulator_helpers import oss_request
 from .test_cli import CLI, assert_no_traceback, cli_env, make_file, run
 
 KiB = 1024
@@ -152,6 +155,51 @@ def test_part_size_bounds_are_accepted(oss: ThreadedOssServer, tmp_path: Path) -
         proc = run("upload", str(src), f"oss://bkt/{key}", "--part-size", size, env=cli_env(oss))
         assert proc.returncode == EXIT_OK, proc.stderr
         assert oss.read_object("bkt", key) == data
+
+
+# ---------------------------------------------------------------------- signing and headers
+
+
+def test_signature_version_v1_upload(oss: ThreadedOssServer, tmp_path: Path) -> None:
+    src = tmp_path / "f.bin"
+    data = make_file(src, 300 * KiB)
+    # A region the emulator does not serve: V4 signs it into its scope and is refused, V1
+    # does not sign a region at all. So only a real V1 upload can succeed here.
+    env = cli_env(oss, OSS_REGION="cn-nowhere")
+    v4 = run("upload", str(src), "oss://bkt/v4", "--part-size", "100KiB", env=env)
+    assert v4.returncode == EXIT_SERVICE, v4.stderr
+    v1 = run(
+        "upload", str(src), "oss://bkt/v1", "--part-size", "100KiB",
+        "--signature-version", "v1", env=env,
+    )  # fmt: skip
+    assert v1.returncode == EXIT_OK, v1.stderr
+    assert "in 3 parts" in v1.stdout
+    assert oss.read_object("bkt", "v1") == data
+
+
+def test_headers_are_stored_on_the_object(oss: ThreadedOssServer, tmp_path: Path) -> None:
+    src = tmp_path / "f.csv"
+    make_file(src, 250 * KiB)
+    proc = run(
+        "upload", str(src), "oss://bkt/h.csv", "--part-size", "100KiB",
+        "--header", "Content-Type:text/csv",
+        "--header", "x-oss-meta-owner: data team",
+        "--header", "Content-Disposition:attachment; filename=h.csv",
+        env=cli_env(oss),
+    )  # fmt: skip
+    assert proc.returncode == EXIT_OK, proc.stderr
+
+    async def head() -> tuple[int, dict[str, str]]:
+        async with aiohttp.ClientSession() as session:
+            reply = await oss_request(session, oss, "HEAD", "h.csv", bucket="bkt")
+        return reply.status, {k.lower(): v for k, v in reply.headers.items()}
+
+    status, headers = asyncio.run(head())
+    assert status == 200
+    assert headers["content-type"] == "text/csv"
+    assert headers["x-oss-meta-owner"] == "data team"
+    assert headers["content-disposition"] == "attachment; filename=h.csv"
+    assert headers["content-length"] == str(250 * KiB)
 
 
 # ---------------------------------------------------------------------- progress output
