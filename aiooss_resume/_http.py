@@ -16,6 +16,10 @@ Timeouts are idle timeouts, not totals (a 5 GB part may legitimately take minute
 deadline moves forward every time a body chunk is handed to the socket, and after the body,
 waiting for the response may take at most ``read_timeout``. A peer that stops reading our
 body, or never answers, fails the request with ``TransportError`` instead of hanging.
+
+A response whose body ends before its ``Content-Length`` (the connection closed mid-body) is
+a ``TransportError`` too, never a short body taken for a whole one: the request may have
+taken effect, but its answer was lost, so it is retried like any other lost connection.
 """
 
 from __future__ import annotations
@@ -238,6 +242,13 @@ class AiohttpTransport:
                 f"{request.method} {_short(request.url)}: no progress for "
                 f"{self._read_timeout:g} s (timed out)"
             ) from None
+        except aiohttp.ClientPayloadError as exc:
+            # aiohttp's text quotes its parser's internal "400" status, which reads like an
+            # HTTP answer; say what happened instead.
+            raise TransportError(
+                f"{request.method} {_short(request.url)}: response truncated: the connection "
+                "closed before the whole body arrived"
+            ) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise TransportError(
                 f"{request.method} {_short(request.url)}: {type(exc).__name__}: {exc}"

@@ -332,6 +332,21 @@ def test_fault_spec_parsing() -> None:
             parse_fault_spec(spec)
 
 
+def test_truncate_response_spec_and_chaos_kind() -> None:
+    fault = Fault.parse("UploadPart:part=2:truncate_response")
+    assert (fault.part_number, fault.truncate_response) == (2, True)
+    assert not Fault.parse("UploadPart:truncate_response=false").truncate_response
+    assert fault.describe() == "UploadPart:part=2:truncate_response"
+    assert Fault.parse(fault.describe()) == fault
+    chaos = parse_fault_spec("chaos:probability=1:seed=0:kinds=truncate")
+    assert chaos == (1.0, 0, ("truncate",), ("UploadPart",))
+    plan = FaultPlan()
+    plan.chaos(1.0, seed=0, kinds=("truncate",))
+    effect = plan.evaluate("UploadPart", 1, "R1")
+    assert effect is not None and effect.truncate_response
+    assert plan.fired[0].fault == "UploadPart:truncate_response"
+
+
 def test_fault_window_and_part_filter() -> None:
     plan = FaultPlan()
     handle = plan.add(Fault(operation="UploadPart", part_number=2, nth=2, times=2, status=500))

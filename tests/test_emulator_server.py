@@ -823,6 +823,46 @@ async def test_fault_drop_response_on_complete(
     assert server.read_object(BUCKET, "lost") == b"data"
 
 
+async def test_fault_truncate_response(server: OssServer, session: aiohttp.ClientSession) -> None:
+    """The operation takes effect; the answer promises more body bytes than it sends."""
+    server.faults.add(Fault.parse("PutObject:truncate_response"))
+    with pytest.raises(aiohttp.ClientPayloadError, match="content length"):
+        await oss_request(session, server, "PUT", "k", body=b"hello world")
+    assert server.read_object(BUCKET, "k") == b"hello world"  # stored all the same
+    record = server.requests[-1]
+    assert (record.operation, record.status, record.code) == ("PutObject", 0, "truncate_response")
+    assert record.faults == ("PutObject:truncate_response",)
+    assert record.bytes_received == 11
+
+    upload_id = await initiate(session, server, "m")
+    server.faults.add(Fault(operation="UploadPart", part_number=1, truncate_response=True))
+    with pytest.raises(aiohttp.ClientPayloadError):  # an empty body promised as one byte
+        await upload_part(session, server, "m", upload_id, 1, b"x" * 1000)
+    assert [p.size for p in server.list_parts(BUCKET, upload_id)] == [1000]
+
+    server.faults.add(Fault(operation="InitiateMultipartUpload", truncate_response=True))
+    with pytest.raises(aiohttp.ClientPayloadError):  # half of the XML
+        await oss_request(session, server, "POST", "n", query=[("uploads", "")])
+
+    server.faults.add(Fault(operation="GetObject", truncate_response=True))
+    with pytest.raises(aiohttp.ClientPayloadError, match="received 5 of 11"):
+        await oss_request(session, server, "GET", "k")
+    server.faults.add(Fault(operation="GetObject", truncate_response=True))
+    with pytest.raises(aiohttp.ClientPayloadError, match="received 2 of 5"):
+        await oss_request(session, server, "GET", "k", headers={"Range": "bytes=3-7"})
+
+    # A HEAD answer has no body: it is cut inside its headers. aiohttp retries an
+    # idempotent request once after a dropped connection, so cut both attempts.
+    server.faults.add(Fault(operation="HeadObject", truncate_response=True, times=2))
+    with pytest.raises(aiohttp.ClientError):
+        await oss_request(session, server, "HEAD", "k")
+    assert [r.code for r in server.requests[-2:]] == ["truncate_response"] * 2
+
+    # The server itself is fine afterwards.
+    assert (await oss_request(session, server, "GET", "k")).body == b"hello world"
+    assert server.stats.errors["GetObject"] == 2
+
+
 async def test_fault_hook(server: OssServer, session: aiohttp.ClientSession) -> None:
     seen: list[FaultContext] = []
 

@@ -3,10 +3,25 @@ failures of a real socket (the emulator on 127.0.0.1) to ``TransportError``."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
 import pytest
 
 import aiooss_resume as oss
-from aiooss_resume._http import HttpRequest, HttpResponse, MockTransport, redact_url
+from aiooss_resume._http import (
+    AiohttpTransport,
+    HttpRequest,
+    HttpResponse,
+    MockTransport,
+    redact_url,
+)
+from aiooss_resume._retry import is_retryable
+from aiooss_resume._signing import sign_request
+from aiooss_resume.testing import Fault, OssServer
+
+BUCKET = "http-test"
 
 SIGNATURE = "9f2c4be1d0a7QXZsignatureQXZ3e5b8c"
 TOKEN = "CAIS+STStokenQXZ/with+slash=and=equals0123"
@@ -92,3 +107,78 @@ async def test_mock_transport_records_requests_whose_repr_is_safe() -> None:
     assert request.headers["x-oss-security-token"] == TOKEN
     assert TOKEN not in repr(request)
     assert "SecretQXZ0123456789" not in repr(request)
+
+
+# ---------------------------------------------------------------- the aiohttp transport
+
+
+@pytest.mark.anyio
+async def test_truncated_response_is_a_retryable_transport_error(tmp_path: Path) -> None:
+    async with OssServer(root=tmp_path / "oss") as server:
+        ak, sk, _ = server.credentials
+        server.faults.add(Fault(operation="PutObject", truncate_response=True))
+        transport = AiohttpTransport()
+        try:
+            url = f"{server.endpoint}/{BUCKET}/k"
+            headers = sign_request(
+                method="PUT",
+                bucket=BUCKET,
+                key="k",
+                query=[],
+                headers={},
+                access_key_id=ak,
+                access_key_secret=sk,
+                security_token=None,
+                version="v4",
+                region=server.region,
+                now=datetime.now(UTC),
+            )
+            with pytest.raises(oss.TransportError) as info:
+                await transport.send(HttpRequest("PUT", url, headers, b"data"))
+        finally:
+            await transport.aclose()
+        message = str(info.value)
+        assert (
+            message
+            == f"PUT {url}: response truncated: the connection closed before the whole body arrived"
+        )
+        assert isinstance(info.value.__cause__, aiohttp.ClientPayloadError)
+        assert is_retryable(info.value)
+        assert server.requests[-1].code == "truncate_response"
+        assert server.stats.internal_errors == 0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "operation", ["UploadPart", "InitiateMultipartUpload", "CompleteMultipartUpload"]
+)
+async def test_client_retries_a_truncated_answer(tmp_path: Path, operation: str) -> None:
+    src = tmp_path / "src.bin"
+    data = bytes(range(256)) * 1200  # 300 KiB: three parts
+    src.write_bytes(data)
+    async with OssServer(root=tmp_path / "oss") as server:
+        ak, sk, _ = server.credentials
+        handle = server.faults.add(Fault(operation=operation, truncate_response=True))
+        retried: list[oss.PartRetried] = []
+        async with oss.Client(
+            server.endpoint,
+            credentials=oss.Credentials(ak, sk),
+            region=server.region,
+            retry=oss.RetryPolicy(max_attempts=3, base_delay=0.0),
+        ) as client:
+
+            def on_progress(event: oss.ProgressEvent) -> None:
+                if isinstance(event, oss.PartRetried):
+                    retried.append(event)
+
+            result = await client.bucket(BUCKET).upload_file(
+                "k.bin", src, 100 * 1024, on_progress=on_progress
+            )
+        assert handle.fired == 1
+        assert [e.error for e in retried if "response truncated" in e.error], retried
+        assert result.size == len(data)
+        assert server.read_object(BUCKET, "k.bin") == data
+        assert [r.code for r in server.requests if r.operation == operation].count(
+            "truncate_response"
+        ) == 1
+        assert server.stats.internal_errors == 0

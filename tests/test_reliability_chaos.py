@@ -2,7 +2,8 @@
 
 The emulator's seeded chaos rule makes 5% of UploadPart requests fail as 500
 InternalError, 503 SlowDown, a connection reset mid-body, a wrong CRC-64 in the answer, a
-dropped answer (the part is stored but the client never hears it) or a 50 ms delay; a few
+dropped answer (the part is stored but the client never hears it), a truncated answer (its
+body stops short of its Content-Length, then the connection closes) or a 50 ms delay; a few
 more requests stall past the client's read timeout (1 s). Every upload must complete
 byte-identical, and the re-sent bytes must be explained by the failed requests:
 
@@ -39,13 +40,13 @@ from .reliability_helpers import (
 
 pytestmark = pytest.mark.anyio
 
-KINDS = ("error", "slowdown", "reset", "wrong_crc", "drop_response", "delay")
+KINDS = ("error", "slowdown", "reset", "wrong_crc", "drop_response", "truncate", "delay")
 
 
 def _failed(record: RequestRecord) -> bool:
     """A request the client had to repeat."""
     if record.status != 200:
-        return True  # error answers, resets, stalls (status 0)
+        return True  # error answers; resets, stalls, truncated answers (status 0)
     return any("wrong_crc" in f or "drop_response" in f for f in record.faults)
 
 
@@ -53,7 +54,7 @@ async def _chaos(
     tmp_path: Path, *, uploads: int, size: int, part_size: int, stalls: int, seed: int
 ) -> dict[str, int]:
     rng = random.Random(seed)
-    tally = {"requests": 0, "failed": 0, "stalls": 0, "parts": 0}
+    tally = {"requests": 0, "failed": 0, "stalls": 0, "truncated": 0, "parts": 0}
     async with OssServer(root=tmp_path / "server") as server:
         server.faults.chaos(0.05, seed, kinds=KINDS, operations=("UploadPart",))
         parts_per_file = -(-size // part_size)
@@ -115,6 +116,7 @@ async def _chaos(
             tally["requests"] += len(records)
             tally["failed"] += len(failed)
             tally["stalls"] += sum(1 for r in failed if any("stall" in f for f in r.faults))
+            tally["truncated"] += sum(1 for r in failed if r.code == "truncate_response")
             tally["parts"] += parts_per_file
         assert server.stats.internal_errors == 0
     print(f"chaos: {tally}")
@@ -126,6 +128,7 @@ async def _chaos(
 async def test_chaos_5_percent_ci(tmp_path: Path) -> None:
     tally = await _chaos(tmp_path, uploads=5, size=16 * MIB, part_size=256 * KIB, stalls=2, seed=5)
     assert tally["stalls"] == 2
+    assert tally["truncated"] >= 1  # the seed's decisions include the truncated-answer kind
     assert tally["failed"] >= 0.02 * tally["parts"]
 
 

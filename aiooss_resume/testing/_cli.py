@@ -31,10 +31,10 @@ __all__ = ["add_serve_arguments", "run_serve", "serve_main"]
 _FAULT_HELP = (
     "inject a fault: OPERATION[:name=value]... with names part, nth, times (int or inf), "
     "status, code, message, reset_after_bytes, stall, delay, throttle, and the flags "
-    "wrong_crc, omit_crc, drop_response; e.g. UploadPart:part=3:times=2:status=503:code=SlowDown"
-    " or UploadPart:nth=2:reset_after_bytes=65536; or chaos:probability=P:seed=N"
-    "[:kinds=error+slowdown+reset+wrong_crc+drop_response+delay][:operations=UploadPart+...]."
-    " Repeatable."
+    "wrong_crc, omit_crc, drop_response, truncate_response; e.g. "
+    "UploadPart:part=3:times=2:status=503:code=SlowDown or UploadPart:nth=2:reset_after_bytes="
+    "65536; or chaos:probability=P:seed=N[:kinds=error+slowdown+reset+wrong_crc+drop_response"
+    "+truncate+delay][:operations=UploadPart+...]. Repeatable."
 )
 
 

@@ -20,6 +20,10 @@ that the server applies:
 ``omit_crc``               process normally, then send no ``x-oss-hash-crc64ecma``
 ``drop_response``          process normally (the operation takes effect), then close the
                            connection without answering: the lost-Complete case of spec 10.3
+``truncate_response``      process normally (the operation takes effect), then send the
+                           status line and headers with a ``Content-Length`` larger than the
+                           body bytes that follow (half the body), and close the connection;
+                           a HEAD answer, which has no body, is cut inside its headers
 ``hook``                   an async callable given the request context; it may return a
                            response to send instead of processing the request
 =========================  =================================================================
@@ -39,11 +43,13 @@ Text form (command line, ``Fault.parse``)::
 ``OPERATION`` is an operation name (``UploadPart``, ``CompleteMultipartUpload``...) or ``*``.
 Names: ``part``, ``nth``, ``times`` (an integer, or ``inf``), ``status``, ``code``,
 ``message``, ``reset_after_bytes``, ``stall``, ``delay``, ``throttle`` /
-``throttle_bytes_per_sec``, and the flags ``wrong_crc``, ``omit_crc``, ``drop_response``
-(bare, or ``=true``/``=false``). A status without a code gets OSS's usual code for it (503 ->
-``SlowDown``, 500 -> ``InternalError``...), a code without a status gets its usual status.
+``throttle_bytes_per_sec``, and the flags ``wrong_crc``, ``omit_crc``, ``drop_response``,
+``truncate_response`` (bare, or ``=true``/``=false``). A status without a code gets OSS's
+usual code for it (503 -> ``SlowDown``, 500 -> ``InternalError``...), a code without a status
+gets its usual status.
 Examples: ``UploadPart:part=3:times=2:status=503:code=SlowDown``,
-``UploadPart:nth=2:reset_after_bytes=65536``, ``CompleteMultipartUpload:drop_response``.
+``UploadPart:nth=2:reset_after_bytes=65536``, ``CompleteMultipartUpload:drop_response``,
+``UploadPart:truncate_response``.
 ``chaos:probability=0.2:seed=7[:kinds=error+reset][:operations=UploadPart+PutObject]`` adds a
 chaos rule.
 """
@@ -74,13 +80,14 @@ __all__ = [
     "parse_fault_spec",
 ]
 
-ChaosKind = Literal["error", "slowdown", "reset", "wrong_crc", "drop_response", "delay"]
+ChaosKind = Literal["error", "slowdown", "reset", "wrong_crc", "drop_response", "truncate", "delay"]
 _CHAOS_KINDS: Final[tuple[ChaosKind, ...]] = (
     "error",
     "slowdown",
     "reset",
     "wrong_crc",
     "drop_response",
+    "truncate",
     "delay",
 )
 
@@ -132,6 +139,7 @@ class Fault:
     wrong_crc: bool = False
     omit_crc: bool = False
     drop_response: bool = False
+    truncate_response: bool = False
     throttle_bytes_per_sec: int | None = None
     hook: FaultHook | None = None
 
@@ -186,7 +194,7 @@ class Fault:
                 parts.append(f"{label}={value}")
         if self.times is None:
             parts.append("times=inf")
-        parts.extend(n for n in ("wrong_crc", "omit_crc", "drop_response") if getattr(self, n))
+        parts.extend(n for n in _FLAG_FIELDS if getattr(self, n))
         if self.hook is not None:
             parts.append("hook")
         return ":".join(parts)
@@ -221,6 +229,7 @@ class Effect:
     wrong_crc: bool = False
     omit_crc: bool = False
     drop_response: bool = False
+    truncate_response: bool = False
     throttle_bytes_per_sec: int | None = None
     hooks: list[FaultHook] = field(default_factory=list)
     fired: list[str] = field(default_factory=list)
@@ -240,6 +249,7 @@ class Effect:
         self.wrong_crc |= fault.wrong_crc
         self.omit_crc |= fault.omit_crc
         self.drop_response |= fault.drop_response
+        self.truncate_response |= fault.truncate_response
         if fault.throttle_bytes_per_sec is not None:
             self.throttle_bytes_per_sec = min(
                 fault.throttle_bytes_per_sec,
@@ -312,6 +322,8 @@ class _Chaos:
             return replace(base, wrong_crc=True)
         if pick == "drop_response":
             return replace(base, drop_response=True)
+        if pick == "truncate":
+            return replace(base, truncate_response=True)
         return replace(base, delay=0.05)
 
 
@@ -353,7 +365,8 @@ class FaultPlan:
 
         Each failing request gets one of ``kinds``: ``error`` (500 InternalError), ``slowdown``
         (503 SlowDown), ``reset`` (connection reset after 1 KiB of body), ``wrong_crc``,
-        ``drop_response`` or ``delay`` (50 ms).
+        ``drop_response``, ``truncate`` (``truncate_response``: the answer's body is cut
+        short of its ``Content-Length``) or ``delay`` (50 ms).
         """
         rule = _Chaos(probability, seed, tuple(kinds), tuple(operations))
         with self._lock:
@@ -422,7 +435,8 @@ _INT_FIELDS: Final = {
     "throttle_bytes_per_sec": "throttle_bytes_per_sec",
 }
 _FLOAT_FIELDS: Final = {"stall": "stall", "delay": "delay"}
-_FLAG_FIELDS: Final = {"wrong_crc", "omit_crc", "drop_response"}
+# A tuple, not a set: describe() lists the flags in this order.
+_FLAG_FIELDS: Final = ("wrong_crc", "omit_crc", "drop_response", "truncate_response")
 
 
 def parse_fault_spec(spec: str) -> Fault | ChaosSpec:

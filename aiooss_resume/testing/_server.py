@@ -45,9 +45,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from http import HTTPStatus
 from pathlib import Path
 from types import TracebackType
-from typing import Final, NamedTuple, final
+from typing import Final, NamedTuple, NoReturn, final
 
 from aiohttp import web
 
@@ -117,6 +118,7 @@ DEFAULT_REGION: Final = "cn-hangzhou"
 _CHUNK: Final = 1024 * 1024
 _MAX_COMPLETE_BODY: Final = 4 * 1024 * 1024  # 10,000 parts need ~1 MB of XML
 _XMLNS: Final = b' xmlns="http://doc.oss-cn-hangzhou.aliyuncs.com"'
+_STATUS_CODES: Final = frozenset(s.value for s in HTTPStatus)
 _ROOT_TAG: Final = re.compile(rb"^((?:<\?xml[^>]*\?>)?\s*<[A-Za-z][A-Za-z0-9]*)")
 
 # Initiate/PutObject headers that become object metadata (spec 9).
@@ -209,11 +211,16 @@ class ServerStats:
 
 
 class _Dropped(Exception):
-    """The connection was closed on purpose (fault): nothing more is to be sent."""
+    """The connection was closed on purpose (fault): nothing more is to be sent.
 
-    def __init__(self, reason: str) -> None:
+    ``graceful``: the fault already sent what it meant to and closed the transport (which
+    flushes it); aborting it now would throw those bytes away.
+    """
+
+    def __init__(self, reason: str, *, graceful: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.graceful = graceful
 
 
 @dataclass(slots=True)
@@ -560,7 +567,8 @@ class OssServer:
                 )
         except _Dropped as dropped:
             code = dropped.reason
-            self._abort(request)
+            if not dropped.graceful:
+                self._abort(request)
             response = None
         except ConnectionError:
             code = "ConnectionError"
@@ -734,7 +742,39 @@ class OssServer:
             raise OssHttpError("NotImplemented")
         if effect is not None and effect.drop_response:
             raise _Dropped("drop_response")
+        if effect is not None and effect.truncate_response:
+            await self._send_truncated(ctx, response)
         return response
+
+    async def _send_truncated(self, ctx: _Ctx, response: web.StreamResponse) -> NoReturn:
+        """Send ``response`` cut short, then close the connection (``truncate_response``).
+
+        The status line and headers go out whole, with a ``Content-Length`` larger than the
+        body bytes that follow (the first half of the body; none if it is empty). A HEAD
+        answer has no body to cut, so it is cut inside its headers instead. The bytes are
+        written raw, so no part of aiohttp's response machinery can complete them.
+        """
+        body = b""
+        if isinstance(response, web.Response) and isinstance(response.body, bytes):
+            body = response.body
+        reason = HTTPStatus(response.status).phrase if response.status in _STATUS_CODES else ""
+        lines = [f"HTTP/1.1 {response.status} {reason}"]
+        lines += [
+            f"{name}: {value}"
+            for name, value in response.headers.items()
+            if name.lower() not in ("content-length", "transfer-encoding", "connection")
+        ]
+        head_only = ctx.request.method == "HEAD"
+        if head_only:
+            raw = ("\r\n".join(lines[: max(1, len(lines) // 2)]) + "\r\n").encode("latin-1")
+        else:
+            lines.append(f"Content-Length: {max(len(body), 1)}")
+            raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body[: len(body) // 2]
+        transport = ctx.request.transport
+        if transport is not None:
+            transport.write(raw)
+            transport.close()  # flushes what was written, then closes
+        raise _Dropped("truncate_response", graceful=True)
 
     def _plain(self, ctx: _Ctx, status: int, headers: Mapping[str, str] = {}) -> web.Response:
         all_headers = self._base_headers(ctx)
@@ -949,8 +989,15 @@ class OssServer:
             path = store.root / "buckets" / target.bucket / "objects" / meta.data_file
         if ctx.effect is not None and ctx.effect.drop_response:
             raise _Dropped("drop_response")
+        length = end - start + 1 if meta.size else 0
+        truncate = ctx.effect is not None and ctx.effect.truncate_response
+        if truncate and (head or not length):
+            # nothing to cut short in the body: cut the headers (HEAD) or promise a byte
+            await self._send_truncated(ctx, web.Response(status=status, headers=response_headers))
+        if truncate:
+            end = start + length // 2 - 1  # send the first half of what is promised
         response = web.StreamResponse(status=status, headers=response_headers)
-        response.content_length = end - start + 1 if meta.size else 0
+        response.content_length = length
         await response.prepare(ctx.request)
         if path is not None:
             loop = asyncio.get_running_loop()
@@ -967,6 +1014,11 @@ class OssServer:
                 await self._throttle(ctx, started, sent)
                 await response.write(data)
                 offset += len(data)
+        if truncate:
+            transport = ctx.request.transport
+            if transport is not None:
+                transport.close()  # flushes what was written, then closes
+            raise _Dropped("truncate_response", graceful=True)
         await response.write_eof()
         return response
 
