@@ -12,6 +12,14 @@ from typing import Any
 
 import pytest
 
+from aiooss_resume._signing import (
+    v1_signature,
+    v1_string_to_sign,
+    v4_canonical_request,
+    v4_signature,
+    v4_signing_key,
+    v4_string_to_sign,
+)
 from aiooss_resume.testing import ChaosSpec, Fault, parse_fault_spec
 from aiooss_resume.testing._auth import AuthConfig, headers_for_signing, verify_request
 from aiooss_resume.testing._faults import FaultPlan
@@ -133,6 +141,49 @@ def _verify_capture(capture: dict[str, Any], config: AuthConfig, now: datetime =
         headers=headers_for_signing(request["headers"]),
         config=config,
         now=now,
+    )
+
+
+ARABIC_DATE = "٢٠٢٤٠٥٢٠"  # 20240520 in Arabic-Indic digits: int() reads it, OSS does not
+
+
+def test_v1_date_with_non_ascii_digits_is_refused() -> None:
+    config = AuthConfig("AK", "SK", "cn-hangzhou")
+    date = "Mon, ٢٠ May ٢٠٢٤ 08:30:00 GMT"
+    headers = {"date": date}
+    signature = v1_signature("SK", v1_string_to_sign("GET", "b-1", "k", [], headers, date))
+    headers["authorization"] = f"OSS AK:{signature}"
+    with pytest.raises(OssHttpError) as info:
+        verify_request(
+            method="GET", bucket="b-1", key="k", query=[], headers=headers, config=config,
+            now=PINNED,
+        )  # fmt: skip
+    assert (info.value.code, info.value.message) == (
+        "AccessDenied",
+        "Invalid date format of the request.",
+    )
+
+
+def test_v4_dates_with_non_ascii_digits_are_refused_not_a_crash() -> None:
+    """A client consistent with itself, in the wrong digits: OSS's answer, never a 500."""
+    config = AuthConfig("AK", "SK", "cn-hangzhou")
+    timestamp = ARABIC_DATE + "T083000Z"
+    headers = {"x-oss-date": timestamp, "x-oss-content-sha256": "UNSIGNED-PAYLOAD"}
+    canonical = v4_canonical_request("GET", "b-1", "k", [], headers, ())
+    string_to_sign = v4_string_to_sign(canonical, timestamp, "cn-hangzhou")
+    key = v4_signing_key("SK", ARABIC_DATE, "cn-hangzhou")
+    headers["authorization"] = (
+        f"OSS4-HMAC-SHA256 Credential=AK/{ARABIC_DATE}/cn-hangzhou/oss/aliyun_v4_request,"
+        f"Signature={v4_signature(key, string_to_sign)}"
+    )
+    with pytest.raises(OssHttpError) as info:
+        verify_request(
+            method="GET", bucket="b-1", key="k", query=[], headers=headers, config=config,
+            now=PINNED,
+        )  # fmt: skip
+    assert (info.value.code, info.value.message) == (
+        "InvalidArgument",
+        "Invalid signing date in Authorization header.",
     )
 
 

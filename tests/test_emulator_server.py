@@ -705,6 +705,89 @@ async def test_request_log(server: OssServer, session: aiohttp.ClientSession) ->
     assert server.stats.errors["UploadPart"] == 1
 
 
+async def test_copy_requests_are_not_implemented(
+    server: OssServer, session: aiohttp.ClientSession
+) -> None:
+    """x-oss-copy-source turns a PUT into CopyObject/UploadPartCopy: 501, nothing stored."""
+    assert (await oss_request(session, server, "PUT", "src", body=b"source")).status == 200
+    copy_headers = {"x-oss-copy-source": f"/{BUCKET}/src"}
+    reply = await oss_request(session, server, "PUT", "dst", headers=copy_headers)
+    assert (reply.status, reply.code) == (501, "NotImplemented")
+    assert reply.headers["Content-Type"] == "application/xml"
+    assert "CopyObject" in reply.error.message
+    assert reply.headers["x-oss-ec"] == reply.error.ec
+    assert server.object_info(BUCKET, "dst") is None
+    upload_id = await initiate(session, server, "mp")
+    reply = await oss_request(
+        session, server, "PUT", "mp",
+        query=[("partNumber", "1"), ("uploadId", upload_id)],
+        headers={**copy_headers, "x-oss-copy-source-range": "bytes=0-3"},
+    )  # fmt: skip
+    assert (reply.status, reply.code) == (501, "NotImplemented")
+    assert "UploadPartCopy" in reply.error.message
+    assert server.list_parts(BUCKET, upload_id) == []
+    assert [r.operation for r in server.requests if r.status == 501] == [
+        "CopyObject",
+        "UploadPartCopy",
+    ]
+    # still authenticated first, as OSS does
+    bad = await oss_request(session, server, "PUT", "dst", headers=copy_headers, secret="wrong")
+    assert (bad.status, bad.code) == (403, "SignatureDoesNotMatch")
+
+
+@pytest.mark.parametrize(
+    "raw", ["١", "１", "²", "+1", " 1", "1 ", "1_0", "0x1", "-1", "1.0", "9" * 21]
+)
+async def test_part_number_must_be_ascii_digits(
+    server: OssServer, session: aiohttp.ClientSession, raw: str
+) -> None:
+    upload_id = await initiate(session, server, "k")
+    reply = await oss_request(
+        session, server, "PUT", "k", query=[("partNumber", raw), ("uploadId", upload_id)],
+        body=b"x",
+    )  # fmt: skip
+    assert (reply.status, reply.code) == (400, "InvalidArgument")
+    assert reply.error.details == {"ArgumentName": "partNumber", "ArgumentValue": raw}
+    assert server.list_parts(BUCKET, upload_id) == []
+    assert server.requests[-1].part_number is None
+    ok = await oss_request(
+        session, server, "PUT", "k", query=[("partNumber", "0001"), ("uploadId", upload_id)],
+        body=b"x",
+    )  # fmt: skip
+    assert ok.status == 200  # leading zeros are still ASCII digits
+    assert [p.part_number for p in server.list_parts(BUCKET, upload_id)] == [1]
+
+
+@pytest.mark.parametrize(
+    ("name", "good"),
+    [("max-parts", "2"), ("part-number-marker", "0"), ("max-uploads", "2")],
+)
+@pytest.mark.parametrize("raw", ["١", "٢", "+2", " 2", "2_0", "²"])
+async def test_integer_query_parameters_must_be_ascii_digits(
+    server: OssServer, session: aiohttp.ClientSession, name: str, good: str, raw: str
+) -> None:
+    upload_id = await initiate(session, server, "k")
+    if name == "max-uploads":
+        key, query = None, [("uploads", "")]
+    else:
+        key, query = "k", [("uploadId", upload_id)]
+    ok = await oss_request(session, server, "GET", key, query=[*query, (name, good)])
+    assert ok.status == 200
+    reply = await oss_request(session, server, "GET", key, query=[*query, (name, raw)])
+    assert (reply.status, reply.code) == (400, "InvalidArgument")
+    assert reply.error.details == {"ArgumentName": name, "ArgumentValue": raw}
+
+
+async def test_range_with_non_ascii_digits_is_ignored(
+    server: OssServer, session: aiohttp.ClientSession
+) -> None:
+    assert (await oss_request(session, server, "PUT", "k", body=b"0123456789")).status == 200
+    reply = await oss_request(session, server, "GET", "k", headers={"Range": "bytes=١-٢"})
+    assert (reply.status, reply.body) == (200, b"0123456789")  # malformed: the whole object
+    reply = await oss_request(session, server, "GET", "k", headers={"Range": "bytes=1-2"})
+    assert (reply.status, reply.body) == (206, b"12")
+
+
 # ---------------------------------------------------------------- faults
 
 

@@ -52,7 +52,7 @@ from ._protocol import OssHttpError
 
 __all__ = ["AuthConfig", "AuthResult", "headers_for_signing", "verify_request"]
 
-_ISO_BASIC = re.compile(r"\d{8}T\d{6}Z")
+_ISO_BASIC = re.compile(r"\d{8}T\d{6}Z", re.ASCII)
 _V4_ALGORITHM = "OSS4-HMAC-SHA256"
 
 
@@ -86,6 +86,8 @@ def headers_for_signing(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
 
 def _parse_time(value: str) -> datetime | None:
     value = value.strip()
+    if not value.isascii():
+        return None  # email.utils would read "٢٠" (Arabic-Indic digits) as 20
     if _ISO_BASIC.fullmatch(value):
         return datetime.strptime(value, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
     try:
@@ -220,7 +222,7 @@ def _verify_v4(
             "InvalidArgument", "Authorization header is invalid.", ec="0002-00000211"
         )
     _check_access_key(parsed.access_key_id, config)
-    if not re.fullmatch(r"\d{8}", parsed.date):
+    if not re.fullmatch(r"\d{8}", parsed.date, re.ASCII):
         raise OssHttpError(
             "InvalidArgument", "Invalid signing date in Authorization header.", ec="0002-00000212"
         )

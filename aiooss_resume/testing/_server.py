@@ -249,14 +249,23 @@ class _Ctx:
             await self.request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
 
+# OSS reads integer parameters as ASCII digits only. Python's int() would also take "١"
+# (an Arabic-Indic one), "+1", " 1 " and "1_0", so every integer from the wire is checked
+# against this first.
+_ASCII_DIGITS: Final = re.compile(r"[0-9]{1,20}", re.ASCII)
+# Copy requests are PUTs told apart by a header, not the query (spec 11.2 routes on the
+# query): without this check they would store an empty object or part.
+_COPY_OPERATIONS: Final = {"PutObject": "CopyObject", "UploadPart": "UploadPartCopy"}
+
+
+def _ascii_int(raw: str) -> int | None:
+    """``raw`` as a non-negative integer if it is 1-20 ASCII digits, else None."""
+    return int(raw) if _ASCII_DIGITS.fullmatch(raw) else None
+
+
 def _part_number_value(target: Target) -> int | None:
     raw = target.query_map.get("partNumber")
-    if raw is None:
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        return None
+    return None if raw is None else _ascii_int(raw)
 
 
 def _bool_header(value: str | None) -> bool:
@@ -278,7 +287,7 @@ def _parse_range(value: str, size: int) -> tuple[int, int] | None:
     Raises InvalidRange (416) when syntactically fine but unsatisfiable. Malformed or
     multi-range values are ignored, as OSS does.
     """
-    match = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", value)
+    match = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", value, re.ASCII)
     if match is None or (not match.group(1) and not match.group(2)):
         return None
     first, last = match.group(1), match.group(2)
@@ -542,6 +551,12 @@ class OssServer:
                 await self._resolve_bucket(target.bucket, ctx.operation)
                 if target.key is not None:
                     validate_key(target.key)
+                copy = _COPY_OPERATIONS.get(ctx.operation)
+                if copy is not None and "x-oss-copy-source" in headers:
+                    ctx.operation = copy
+                    raise OssHttpError(
+                        "NotImplemented", f"{copy} (x-oss-copy-source) is not emulated."
+                    )
                 ctx.effect = self.faults.evaluate(ctx.operation, ctx.part_number, ctx.request_id)
                 self.stats.in_flight[ctx.operation] += 1
                 tracked = True
@@ -1083,8 +1098,8 @@ class OssServer:
         assert target.bucket is not None
         assert target.key is not None
         raw_number = target.query_map.get("partNumber", "")
-        number = ctx.part_number
-        if number is None or not 1 <= number <= MAX_PART_NUMBER or not raw_number.isdigit():
+        number = ctx.part_number  # None unless ASCII digits (_part_number_value)
+        if number is None or not 1 <= number <= MAX_PART_NUMBER:
             raise OssHttpError(
                 "InvalidArgument",
                 "Part number must be an integer between 1 and 10000, inclusive.",
@@ -1114,11 +1129,8 @@ class OssServer:
         raw = target.query_map.get(name, "")
         if raw == "":
             return default
-        try:
-            value = int(raw)
-        except ValueError:
-            value = minimum - 1
-        if value < minimum:
+        value = _ascii_int(raw)
+        if value is None or value < minimum:
             raise OssHttpError(
                 "InvalidArgument",
                 f"Argument {name} must be an integer >= {minimum}.",
