@@ -1,8 +1,16 @@
-"""``python -m aiooss_resume.testing serve``: endpoint on the first line, faults, clean SIGINT."""
+"""``serve``: endpoint on the first line, faults, clean SIGINT and SIGTERM.
+
+Three ways in: ``python -m aiooss_resume.testing serve``, ``python -m aiooss_resume serve``
+and the installed ``aiooss-resume`` console script. Every wait on a subprocess is bounded:
+a server that never prints its endpoint fails the test instead of hanging it.
+"""
 
 from __future__ import annotations
 
+import http.client
 import os
+import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,30 +24,47 @@ from pathlib import Path
 import pytest
 
 from aiooss_resume._signing import sign_request
+from aiooss_resume.testing import DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET
 from aiooss_resume.testing._cli import add_serve_arguments, serve_main
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 
+STARTUP_TIMEOUT = 30.0
+EXIT_TIMEOUT = 15.0
+
+MODULE_SERVE = (sys.executable, "-m", "aiooss_resume.testing", "serve")
+
+
+def _first_line(process: subprocess.Popen[str], timeout: float = STARTUP_TIMEOUT) -> str:
+    """The first stdout line, waiting at most ``timeout`` seconds for it to start."""
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    if not ready:
+        process.kill()
+        _, stderr = process.communicate(timeout=EXIT_TIMEOUT)
+        raise AssertionError(f"no endpoint within {timeout:g} s; stderr: {stderr}")
+    return process.stdout.readline()
+
+
 @contextmanager
 def serve(
-    *args: str, env: dict[str, str] | None = None
+    *args: str, env: dict[str, str] | None = None, command: tuple[str, ...] = MODULE_SERVE
 ) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "aiooss_resume.testing", "serve", "--port", "0", *args],
+        [*command, "--port", "0", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, **(env or {})},
     )
     try:
-        assert process.stdout is not None
-        endpoint = process.stdout.readline().strip()
+        endpoint = _first_line(process).strip()
         yield endpoint, process
     finally:
         if process.poll() is None:
             process.kill()
-            process.communicate()
+            process.communicate(timeout=EXIT_TIMEOUT)
 
 
 def _put(endpoint: str, key: str, body: bytes, ak: str, sk: str) -> tuple[int, bytes]:
@@ -80,7 +105,7 @@ def test_serve_prints_endpoint_and_stops_on_sigint(tmp_path: Path) -> None:
         status, body = _put(endpoint, "a.txt", b"hello", "ENVAK", "wrong")
         assert status == 403 and b"SignatureDoesNotMatch" in body
         process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=15)
+        _, stderr = process.communicate(timeout=EXIT_TIMEOUT)
         assert process.returncode == 0
         assert "Traceback" not in stderr
     assert any((tmp_path / "buckets" / "cli-bucket" / "objects").iterdir())
@@ -93,9 +118,59 @@ def test_serve_stops_on_sigterm_with_flags() -> None:
     ):
         assert _put(endpoint, "x", b"x" * 1000, "AK1", "SK1")[0] == 200
         process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=15)
+        _, stderr = process.communicate(timeout=EXIT_TIMEOUT)
         assert process.returncode == 0
         assert "Traceback" not in stderr
+
+
+def _console_script() -> str:
+    # The venv's own script, beside its interpreter: the one this package installed.
+    script = shutil.which("aiooss-resume", path=str(Path(sys.executable).parent))
+    assert script is not None, "the aiooss-resume console script is not installed"
+    return script
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param(
+            (sys.executable, "-m", "aiooss_resume", "serve"), id="python -m aiooss_resume"
+        ),
+        pytest.param(None, id="aiooss-resume console script"),
+    ],
+)
+def test_main_cli_serve_prints_endpoint_first_and_exits_0_on_sigint(
+    tmp_path: Path, command: tuple[str, ...] | None
+) -> None:
+    argv = command if command is not None else (_console_script(), "serve")
+    with serve(
+        "--root", str(tmp_path), "--access-key-id", "AK2", "--access-key-secret", "SK2",
+        command=argv,
+    ) as (endpoint, process):  # fmt: skip
+        # exactly the URL: nothing before it on stdout, nothing after it on the line
+        assert endpoint.startswith("http://127.0.0.1:")
+        port = endpoint.rsplit(":", 1)[1]
+        assert port.isascii() and port.isdigit() and int(port) > 0
+        assert _put(endpoint, "a.txt", b"hello", "AK2", "SK2")[0] == 200
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=EXIT_TIMEOUT)
+        assert process.returncode == 0, stderr
+        assert stdout == ""  # the endpoint was the only line
+        assert "Traceback" not in stderr
+        assert "OSS emulator" in stderr
+    assert any((tmp_path / "buckets" / "cli-bucket" / "objects").iterdir())
+
+
+def test_serve_truncate_response_fault_from_the_command_line() -> None:
+    with serve("--fault", "PutObject:truncate_response") as (endpoint, process):
+        with pytest.raises(http.client.IncompleteRead):
+            _put(endpoint, "t.txt", b"hello", DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET)
+        # fired once: the next PUT is answered whole
+        ok = _put(endpoint, "t.txt", b"hello", DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET)
+        assert ok[0] == 200
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=EXIT_TIMEOUT)
+        assert process.returncode == 0, stderr
 
 
 def test_bad_fault_spec_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
