@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+import aiooss_resume as oss
 from aiooss_resume._crc64 import crc64, crc64_fold
 from aiooss_resume._models import PartInfo
 from aiooss_resume._xml import (
@@ -415,6 +416,88 @@ async def test_multipart_flow(tmp_path: Path, session: aiohttp.ClientSession) ->
         )
         assert (again.status, again.code) == (404, "NoSuchUpload")
         assert server.list_uploads(BUCKET) == []
+
+
+async def test_list_parts_max_parts_2_paging(
+    server: OssServer, session: aiohttp.ClientSession
+) -> None:
+    """``max-parts=2`` from the request (no forced page size): pages of two, in part order,
+    over parts uploaded out of order and with gaps, each page resuming after its marker."""
+    key = "paged"
+    upload_id = await initiate(session, server, key)
+    numbers = [9, 1, 7, 3, 2, 10000]
+    for number in numbers:
+        reply = await upload_part(session, server, key, upload_id, number, bytes([number % 256]))
+        assert reply.status == 200
+
+    pages: list[tuple[int, list[int], bool, int, int]] = []
+    marker = 0
+    while True:
+        reply = await oss_request(
+            session, server, "GET", key,
+            query=[("uploadId", upload_id), ("max-parts", "2"),
+                   ("part-number-marker", str(marker))],
+        )  # fmt: skip
+        assert reply.status == 200, reply.body
+        page = decode_list_parts_result(reply.body)
+        assert (page.bucket, page.key, page.upload_id) == (BUCKET, key, upload_id)
+        pages.append(
+            (
+                page.part_number_marker,
+                [p.part_number for p in page.parts],
+                page.is_truncated,
+                page.next_part_number_marker,
+                page.max_parts,
+            )
+        )
+        if not page.is_truncated:
+            break
+        assert page.next_part_number_marker > marker
+        marker = page.next_part_number_marker
+    assert pages == [
+        (0, [1, 2], True, 2, 2),
+        (2, [3, 7], True, 7, 2),
+        (7, [9, 10000], False, 10000, 2),
+    ]
+    # past the last part: an empty, untruncated page whose next marker is 0 (spec 5.5)
+    reply = await oss_request(
+        session, server, "GET", key,
+        query=[("uploadId", upload_id), ("max-parts", "2"), ("part-number-marker", "10000")],
+    )  # fmt: skip
+    empty = decode_list_parts_result(reply.body)
+    assert (empty.parts, empty.is_truncated, empty.next_part_number_marker) == ((), False, 0)
+    # a marker between parts starts after it; max-parts above 1000 is clamped
+    reply = await oss_request(
+        session, server, "GET", key,
+        query=[("uploadId", upload_id), ("max-parts", "5000"), ("part-number-marker", "5")],
+    )  # fmt: skip
+    rest = decode_list_parts_result(reply.body)
+    assert ([p.part_number for p in rest.parts], rest.max_parts) == ([7, 9, 10000], 1000)
+
+
+async def test_client_follows_list_parts_pages(tmp_path: Path) -> None:
+    """The client's ListParts (max-parts=1000) against a server forcing pages of two."""
+    async with (
+        OssServer(root=tmp_path / "oss", list_parts_page_size=2) as server,
+        aiohttp.ClientSession() as session,
+    ):
+        upload_id = await initiate(session, server, "k")
+        for number in (5, 1, 4, 2, 3):
+            await upload_part(session, server, "k", upload_id, number, b"p" * number)
+        ak, sk, _ = server.credentials
+        async with oss.Client(
+            server.endpoint, credentials=oss.Credentials(ak, sk), region=server.region
+        ) as client:
+            parts = await client._list_parts(BUCKET, "k", upload_id)
+        assert [(p.part_number, p.size) for p in parts] == [(n, n) for n in range(1, 6)]
+        listings = [r for r in server.requests if r.operation == "ListParts"]
+        assert len(listings) == 3  # 2 + 2 + 1
+        assert [r.raw_target.split("part-number-marker=")[1][:1] for r in listings] == [
+            "0",
+            "2",
+            "4",
+        ]
+        assert server.stats.internal_errors == 0
 
 
 async def test_spec_example_part_crc(server: OssServer, session: aiohttp.ClientSession) -> None:
