@@ -13,13 +13,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+# Imported, not importorskip'd: both are test dependencies, and a broken install must fail
+# this module loudly rather than silently skip the proof that the official SDKs work.
+import alibabacloud_oss_v2 as oss
+import oss2
 import pytest
 
 from aiooss_resume._crc64 import crc64
 from aiooss_resume.testing import Fault, ThreadedOssServer
-
-oss2 = pytest.importorskip("oss2")
-oss = pytest.importorskip("alibabacloud_oss_v2")
 
 pytestmark = pytest.mark.sdk
 
