@@ -182,3 +182,25 @@ async def test_client_retries_a_truncated_answer(tmp_path: Path, operation: str)
             "truncate_response"
         ) == 1
         assert server.stats.internal_errors == 0
+
+
+@pytest.mark.anyio
+async def test_mock_transport_is_exported_from_testing_as_documented() -> None:
+    from aiooss_resume import testing
+
+    assert testing.MockTransport is MockTransport
+    assert "MockTransport" in testing.__all__
+    assert testing.__all__ == sorted(testing.__all__, key=lambda n: (not n.isupper(), n))
+
+    async def handler(request: oss.HttpRequest) -> oss.HttpResponse:
+        return oss.HttpResponse(204, {"x-oss-request-id": "TEST"})
+
+    transport = testing.MockTransport(handler)
+    async with oss.Client(
+        "http://127.0.0.1:9000",
+        credentials=oss.Credentials("AK", "SK"),
+        region="cn-hangzhou",
+        transport=transport,
+    ) as client:
+        await client.bucket("my-bucket").abort_upload("key", "UPLOAD_ID")
+    assert transport.requests[0].url == "http://127.0.0.1:9000/my-bucket/key?uploadId=UPLOAD_ID"

@@ -2,11 +2,14 @@
 
 ``OssServer`` (async context manager) and ``ThreadedOssServer`` (sync, own thread) speak the
 OSS wire protocol on 127.0.0.1: V1/V4 signatures, multipart uploads, persistent storage under a
-root directory, and fault injection (``Fault``, ``FaultPlan``). See ``docs/testing.md``.
+root directory, and fault injection (``Fault``, ``FaultPlan``). ``MockTransport`` is the
+in-memory alternative: hand it to ``Client(transport=...)`` and answer each ``HttpRequest``
+with an ``HttpResponse`` from your own handler, no sockets at all. See ``docs/testing.md``.
 """
 
 from __future__ import annotations
 
+from .._http import MockTransport
 from ._faults import (
     ChaosKind,
     ChaosSpec,
@@ -42,6 +45,7 @@ __all__ = [
     "FaultHook",
     "FaultPlan",
     "FaultRecord",
+    "MockTransport",
     "ObjectMeta",
     "OssServer",
     "RequestRecord",
