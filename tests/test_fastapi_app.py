@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import itertools
 import json
 import os
 import socket
@@ -20,7 +21,7 @@ pytest.importorskip("multipart")
 uvicorn = pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from aiooss_resume.testing import Fault, OssServer  # noqa: E402
+from aiooss_resume.testing import Fault, FaultContext, OssServer  # noqa: E402
 
 KiB = 1024
 EXAMPLE = Path(__file__).parent.parent / "examples" / "fastapi_app.py"
@@ -59,11 +60,22 @@ class RunningApp:
             await asyncio.sleep(0.01)
         raise AssertionError("uvicorn did not start")
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def stop(self, bound: float = 15.0) -> None:
+        """Ask uvicorn to exit, as its SIGTERM handler does; fail if that takes over ``bound``."""
         self.server.should_exit = True
         assert self.task is not None
-        await self.task
-        self.sock.close()
+        try:
+            async with asyncio.timeout(bound):
+                await asyncio.shield(self.task)
+        except TimeoutError:
+            self.server.force_exit = True  # what an orchestrator's SIGKILL would cut short
+            await self.task
+            raise AssertionError(f"uvicorn's graceful shutdown did not end in {bound} s") from None
+        finally:
+            self.sock.close()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
 
 
 @pytest.fixture
@@ -74,6 +86,66 @@ async def oss_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIt
         monkeypatch.setenv("OSS_ACCESS_KEY_SECRET", creds.access_key_secret)
         monkeypatch.setenv("OSS_REGION", server.region)
         yield server
+
+
+def hold_until(event: asyncio.Event) -> Fault:
+    """Hold InitiateMultipartUpload until ``event``: no progress happens before it is set."""
+
+    async def hook(ctx: FaultContext) -> None:
+        await event.wait()
+
+    return Fault(operation="InitiateMultipartUpload", hook=hook)
+
+
+class EventStream:
+    """GET /uploads/{id}/events read in a task: (event name, JSON data) per server event."""
+
+    def __init__(self, http: Any, job_id: str) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.subscribed = asyncio.Event()  # the first status event arrived
+        self.changed = asyncio.Event()
+        self.task = asyncio.create_task(self._read(http, job_id))
+
+    async def _read(self, http: Any, job_id: str) -> None:
+        name = "message"
+        async with http.stream("GET", f"/uploads/{job_id}/events") as stream:
+            assert stream.status_code == 200
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            async for line in stream.aiter_lines():
+                if line.startswith("event: "):
+                    name = line[7:]
+                elif line.startswith("data: "):
+                    self.events.append((name, json.loads(line[6:])))
+                    name = "message"
+                    self.subscribed.set()
+                    self.changed.set()
+
+    async def wait_for(self, until: Any) -> None:
+        async with asyncio.timeout(20):
+            while not any(until(name, data) for name, data in self.events):
+                self.changed.clear()
+                await self.changed.wait()
+
+    async def finished(self) -> list[tuple[str, dict[str, Any]]]:
+        async with asyncio.timeout(10):
+            await self.task
+        return self.events
+
+
+def assert_progress_events(events: list[tuple[str, dict[str, Any]]], total: int) -> None:
+    """Typed progress events between the opening and closing status: bytes growing to total."""
+    assert events[0][0] == "status" and events[-1][0] == "status", events
+    progress = [data for name, data in events[1:-1]]
+    assert all(name == "message" for name, _ in events[1:-1]), events
+    types = [data["type"] for data in progress]
+    assert types[0] == "UploadStarted" and types[-1] == "UploadCompleted", types
+    sent = [data["bytes_done"] for data in progress if data["type"] == "BytesSent"]
+    assert len(sent) >= 2, types
+    assert all(a < b for a, b in itertools.pairwise(sent)), sent
+    assert sent[-1] == total
+    parts = [data["parts_done"] for data in progress if data["type"] == "PartDone"]
+    part_count = progress[0]["part_count"]
+    assert part_count > 1 and parts == list(range(1, part_count + 1)), parts
 
 
 async def poll(client: Any, url: str, until: Any) -> dict[str, Any]:
@@ -131,16 +203,20 @@ async def test_upload_progress_shutdown_and_resume_on_restart(
         assert done["resumed_bytes"] > 0
         assert done["bytes_done"] == len(data)
 
-        # A second, small upload watched through server-sent events.
+        # A second, small upload watched through server-sent events. The emulator holds its
+        # Initiate until the stream is open, so every progress event is there to be seen.
+        subscribed = asyncio.Event()
+        oss_server.faults.add(hold_until(subscribed))
         resp = await http.post("/uploads", files={"file": ("s.txt", b"x" * 300 * KiB)})
-        small_id = resp.json()["id"]
-        events: list[dict[str, Any]] = []
-        async with http.stream("GET", f"/uploads/{small_id}/events") as stream:
-            async for line in stream.aiter_lines():
-                if line.startswith("data: "):
-                    events.append(json.loads(line[6:]))
-        assert events[-1]["state"] == "done"
         assert resp.json()["key"].endswith("/s.txt")
+        watch = EventStream(http, resp.json()["id"])
+        async with asyncio.timeout(10):
+            await watch.subscribed.wait()
+        subscribed.set()
+        events = await watch.finished()
+        assert events[0][1]["state"] == "uploading" and events[0][1]["bytes_done"] == 0
+        assert_progress_events(events, 300 * KiB)
+        assert events[-1][1]["state"] == "done" and events[-1][1]["bytes_done"] == 300 * KiB
 
     assert oss_server.read_object("bkt", "in/data.bin") == data
     assert not list((tmp_path / "data" / "checkpoints").glob("*.cp"))
