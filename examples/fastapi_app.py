@@ -9,8 +9,13 @@ The recommended shape for an async web service:
   as an asyncio task tracked by the app, and answers ``202`` with the job id at once.
 * **GET /uploads/{id}** reports the state and the bytes done/total from the typed progress
   events; **GET /uploads/{id}/events** streams those events as server-sent events.
-* **Shutdown** cancels the running uploads: the library flushes every acknowledged part to the
-  checkpoint while it unwinds, so nothing is lost.
+* **Shutdown** first ends the open event streams, then cancels the running uploads: the
+  library flushes every acknowledged part to the checkpoint while it unwinds, so nothing is
+  lost. The streams must end first because uvicorn waits for open connections *before* it
+  runs the lifespan shutdown, and an event stream only ends when its upload does: left open,
+  one watching browser would hold the shutdown until the upload finished (or until the
+  orchestrator's SIGKILL, which skips the flush). The app notices uvicorn's exit request
+  (``Server.should_exit``, set by its SIGINT/SIGTERM handler) and ends the streams at once.
 * **Startup** resumes every unfinished job found in the data directory: its spooled file and
   its checkpoint (``checkpoint_dir=``) are still there, so only the missing parts are sent.
 
@@ -40,8 +45,9 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -143,6 +149,7 @@ class Uploads:
         self.jobs_dir = settings.data_dir / "jobs"
         self.checkpoint_dir = settings.data_dir / "checkpoints"
         self.jobs: dict[str, Job] = {}
+        self.streams_ended = False
 
     # -- files (blocking helpers, always run in a worker thread)
 
@@ -190,6 +197,12 @@ class Uploads:
             self.jobs[record.id] = job
             if record.state == "uploading":
                 self._launch(job)
+
+    def end_streams(self) -> None:
+        """End every open event stream now, and any opened later at once (server stopping)."""
+        self.streams_ended = True
+        for job in self.jobs.values():
+            job.publish(None)
 
     async def aclose(self) -> None:
         """Cancel the running uploads; each flushes its checkpoint as it unwinds."""
@@ -247,6 +260,28 @@ class Uploads:
         job.publish(None)
 
 
+def server_exit_flag() -> Callable[[], bool] | None:
+    """A way to ask whether the server was told to stop, or None if it cannot be known.
+
+    The ASGI lifespan says "shutdown" only once every connection has closed, too late for a
+    long-lived response. uvicorn installs its ``Server.handle_exit`` as the SIGINT/SIGTERM
+    handler (in the main thread, before the app starts) and it sets ``should_exit``, which
+    is also what code embedding uvicorn sets: read it from there, as sse-starlette does.
+    """
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        server: Any = getattr(signal.getsignal(sig), "__self__", None)
+        if isinstance(getattr(server, "should_exit", None), bool):
+            return lambda: bool(server.should_exit)
+    return None
+
+
+async def end_streams_on_server_exit(uploads: Uploads, should_exit: Callable[[], bool]) -> None:
+    # A plain attribute, no event to wait on: poll it, as uvicorn's own main loop does.
+    while not should_exit():  # noqa: ASYNC110
+        await asyncio.sleep(0.1)
+    uploads.end_streams()
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = getattr(app.state, "settings", None) or Settings.from_env()
@@ -254,9 +289,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         uploads = Uploads(client, settings)
         app.state.uploads = uploads
         await uploads.start()
+        should_exit = server_exit_flag()
+        watcher = None
+        if should_exit is not None:
+            watcher = asyncio.create_task(end_streams_on_server_exit(uploads, should_exit))
         try:
             yield
         finally:
+            if watcher is not None:
+                watcher.cancel()
+            uploads.end_streams()
             await uploads.aclose()
 
 
@@ -288,14 +330,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/uploads/{job_id}/events")
     async def upload_events(request: Request, job_id: str) -> StreamingResponse:
+        uploads = uploads_of(request)
         job = job_of(request, job_id)
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
 
         async def stream() -> AsyncIterator[bytes]:
+            # Ends with a status event when the upload ends, or at once when the server is
+            # stopping (state still "uploading": an EventSource reconnects after the restart).
             job.subscribers.add(queue)
             try:
                 yield b"event: status\ndata: " + msgspec.json.encode(job.status()) + b"\n\n"
-                while job.task is not None and not job.task.done():
+                while not uploads.streams_ended and job.task is not None and not job.task.done():
                     payload = await queue.get()
                     if payload is None:
                         break

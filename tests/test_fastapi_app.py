@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import itertools
 import json
 import os
+import signal
 import socket
+import subprocess
 import sys
+import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import ModuleType
@@ -21,7 +26,8 @@ pytest.importorskip("multipart")
 uvicorn = pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from aiooss_resume.testing import Fault, FaultContext, OssServer  # noqa: E402
+from aiooss_resume._checkpoint import decode_checkpoint  # noqa: E402
+from aiooss_resume.testing import Fault, FaultContext, OssServer, ThreadedOssServer  # noqa: E402
 
 KiB = 1024
 EXAMPLE = Path(__file__).parent.parent / "examples" / "fastapi_app.py"
@@ -221,3 +227,140 @@ async def test_upload_progress_shutdown_and_resume_on_restart(
     assert oss_server.read_object("bkt", "in/data.bin") == data
     assert not list((tmp_path / "data" / "checkpoints").glob("*.cp"))
     assert not (tmp_path / "data" / "jobs" / f"{job_id}.data").exists()
+
+
+@pytest.mark.anyio
+async def test_open_event_stream_does_not_hold_up_shutdown(
+    oss_server: OssServer, tmp_path: Path
+) -> None:
+    """uvicorn waits for open connections before the lifespan shutdown that cancels uploads.
+
+    An event stream that only ended with its upload would hold the shutdown until the upload
+    finished (here: never, part 4 is held by the server), and the orchestrator's SIGKILL
+    would skip the checkpoint flush. The app ends its streams as soon as uvicorn is told to
+    exit; the upload is then cancelled and checkpointed, and the restart completes it.
+    """
+    example = load_example()
+    settings = example.Settings(
+        endpoint=oss_server.endpoint,
+        bucket="bkt",
+        data_dir=tmp_path / "data",
+        part_size=100 * KiB,
+        routines=1,
+    )
+    data = os.urandom(1000 * KiB)  # 10 parts
+    subscribed = asyncio.Event()
+    oss_server.faults.add(hold_until(subscribed))
+    held = oss_server.faults.add(Fault(operation="UploadPart", part_number=4, stall=120.0))
+
+    running = RunningApp(example.create_app(settings))
+    await running.__aenter__()
+    try:
+        async with httpx.AsyncClient(base_url=running.url, timeout=30) as http:
+            resp = await http.post("/uploads", params={"key": "k"}, files={"file": ("d", data)})
+            job_id = resp.json()["id"]
+            watch = EventStream(http, job_id)
+            async with asyncio.timeout(10):
+                await watch.subscribed.wait()
+            subscribed.set()
+            await watch.wait_for(lambda n, d: d.get("type") == "PartDone" and d["parts_done"] == 3)
+            assert not watch.task.done()  # the stream is open; the upload waits on part 4
+
+            await running.stop(bound=15.0)  # fails if the open stream holds the shutdown
+
+            events = await watch.finished()  # ended by the server, not by the test
+    finally:
+        if not running.server.should_exit:
+            await running.stop()
+    name, last = events[-1]
+    assert name == "status" and last["state"] == "uploading" and last["bytes_done"] >= 300 * KiB
+
+    record = json.loads((tmp_path / "data" / "jobs" / f"{job_id}.json").read_text())
+    assert record["state"] == "uploading"
+    (cp_file,) = (tmp_path / "data" / "checkpoints").glob("*.cp")
+    kept = decode_checkpoint(cp_file.read_bytes())
+    assert sorted(p.number for p in kept.parts) == [1, 2, 3]  # flushed by the lifespan shutdown
+    with pytest.raises(FileNotFoundError):
+        oss_server.read_object("bkt", "k")
+
+    held.remove()
+    running = RunningApp(example.create_app(settings))
+    async with running, httpx.AsyncClient(base_url=running.url, timeout=10) as http:
+        done = await poll(http, f"/uploads/{job_id}", lambda s: s["state"] != "uploading")
+    assert done["state"] == "done", done
+    assert done["resumed_bytes"] == 300 * KiB and done["bytes_done"] == len(data)
+    assert oss_server.read_object("bkt", "k") == data
+    assert not list((tmp_path / "data" / "checkpoints").glob("*.cp"))
+
+
+def test_sigterm_to_the_uvicorn_command_with_an_event_stream_open(tmp_path: Path) -> None:
+    """The orchestrator's path: ``uvicorn examples.fastapi_app:app`` in its own process, an
+    event stream open mid-upload, SIGTERM. The stream ends, the process exits by itself
+    (uvicorn re-raises the SIGTERM once its graceful shutdown is done) and the checkpoint is
+    kept."""
+    subscribed = threading.Event()
+
+    async def hook(ctx: FaultContext) -> None:
+        await asyncio.to_thread(subscribed.wait, 30)
+
+    with ThreadedOssServer(root=tmp_path / "oss") as oss_server:
+        oss_server.faults.add(Fault(operation="InitiateMultipartUpload", hook=hook))
+        oss_server.faults.add(Fault(operation="UploadPart", part_number=4, stall=120.0))
+        creds = oss_server.credentials
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OSS_", "ALIBABA_"))}
+        env |= {
+            "OSS_ENDPOINT": oss_server.endpoint,
+            "OSS_REGION": oss_server.region,
+            "OSS_ACCESS_KEY_ID": creds.access_key_id,
+            "OSS_ACCESS_KEY_SECRET": creds.access_key_secret,
+            "UPLOAD_BUCKET": "bkt",
+            "UPLOAD_DATA_DIR": str(tmp_path / "data"),
+            "UPLOAD_PART_SIZE": str(100 * KiB),
+            "UPLOAD_ROUTINES": "1",
+        }
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        command = [sys.executable, "-m", "uvicorn", "examples.fastapi_app:app"]
+        proc = subprocess.Popen(
+            [*command, "--fd", str(sock.fileno()), "--log-level", "warning"],
+            cwd=EXAMPLE.parent.parent,
+            env=env,
+            pass_fds=(sock.fileno(),),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        sock.close()
+        try:
+            with httpx.Client(base_url=url, timeout=30) as http:
+                for _ in range(300):
+                    with contextlib.suppress(httpx.TransportError):
+                        http.get("/docs")
+                        break
+                    assert proc.poll() is None, proc.communicate()[0]
+                    time.sleep(0.05)
+                files = {"file": ("d", os.urandom(1000 * KiB))}
+                job_id = http.post("/uploads", params={"key": "k"}, files=files).json()["id"]
+                lines: list[str] = []
+                with http.stream("GET", f"/uploads/{job_id}/events") as stream:
+                    for line in stream.iter_lines():
+                        lines.append(line)
+                        subscribed.set()
+                        if '"parts_done":3' in line:
+                            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=15)  # a stream holding the shutdown would time out here
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            output = proc.communicate()[0]
+        assert code in (0, -signal.SIGTERM), output
+        assert "Traceback" not in output, output
+        assert any('"parts_done":3' in line for line in lines), lines
+        last = json.loads(next(line for line in reversed(lines) if line.startswith("data: "))[6:])
+        assert last["state"] == "uploading", lines
+        (cp_file,) = (tmp_path / "data" / "checkpoints").glob("*.cp")
+        assert len(decode_checkpoint(cp_file.read_bytes()).parts) == 3
+        record = json.loads((tmp_path / "data" / "jobs" / f"{job_id}.json").read_text())
+        assert record["state"] == "uploading"
