@@ -19,15 +19,16 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+# Imported, not importorskip'd: these are test dependencies, and a broken install must fail
+# the run instead of turning these tests into silent skips.
+import fastapi  # noqa: F401
+import httpx
 import pytest
+import python_multipart  # noqa: F401
+import uvicorn
 
-pytest.importorskip("fastapi")
-pytest.importorskip("multipart")
-uvicorn = pytest.importorskip("uvicorn")
-httpx = pytest.importorskip("httpx")
-
-from aiooss_resume._checkpoint import decode_checkpoint  # noqa: E402
-from aiooss_resume.testing import Fault, FaultContext, OssServer, ThreadedOssServer  # noqa: E402
+from aiooss_resume._checkpoint import decode_checkpoint
+from aiooss_resume.testing import Fault, FaultContext, OssServer, ThreadedOssServer
 
 KiB = 1024
 EXAMPLE = Path(__file__).parent.parent / "examples" / "fastapi_app.py"
