@@ -107,13 +107,16 @@ def _shift_tables(length: int) -> tuple[tuple[int, ...], ...]:
     return tuple(tables)
 
 
-def crc64_fold(parts: Iterable[tuple[int, int]]) -> int:
+def crc64_fold(parts: Iterable[tuple[int, int]], crc: int = 0) -> int:
     """Fold ``(crc, length)`` pairs, in object order, into the whole object's CRC-64.
+
+    ``crc`` is the CRC of what precedes the parts, so a long list can be folded in slices:
+    ``crc64_fold(b, crc64_fold(a)) == crc64_fold(a + b)``.
 
     Parts share one or two lengths, so each combine is eight table lookups (about 1 µs)
     instead of a polynomial multiplication: 10,000 parts fold in milliseconds.
     """
-    total = 0
+    total = crc & _MASK
     for crc, length in parts:
         if length == 0:
             continue
