@@ -13,9 +13,10 @@ lifespan. Each OSS request goes through ``Client._request``:
    the error document or the ``x-oss-err`` header of body-less answers (spec 7.1);
 5. run the caller's ``check`` on a 2xx answer (a CRC mismatch raises ``IntegrityError``);
 6. on a retryable failure (``_retry.is_retryable``), wait a full-jitter backoff and try again,
-   at most ``RetryPolicy.max_attempts`` times. After ``RequestTimeTooSkewed`` the offset to
-   the server's ``Date`` is applied to every later signature, which the official Python SDK
-   never does. The last real error is raised with a note on how many attempts were made.
+   at most ``RetryPolicy.max_attempts`` times. After ``RequestTimeTooSkewed`` the offset
+   between the server's ``Date`` and the *uncorrected* local clock is recorded, retried or
+   not, and applied to every later signature, which the official Python SDK never does.
+   The last real error is raised with a note on how many attempts were made.
 
 Addressing (spec 1.3): endpoints whose host is an IP literal or ``localhost`` use path style
 (``/bucket/key``); real domains use virtual-hosted style (``bucket.host/key``); ``path_style``
@@ -307,13 +308,15 @@ class Client:
                 return resp
             except OssError as exc:
                 failures += 1
+                if isinstance(exc, ServiceError) and exc.code == "RequestTimeTooSkewed":
+                    # Against the raw local clock (the server's Date is absolute), and
+                    # whether or not this request is retried: later ones need it too.
+                    self._skew.observe(exc.server_date, datetime.now(UTC))
+                    logger.warning("clock skew detected; offset now %.1f s", self._skew.offset)
                 if not self.retry.should_retry(exc, failures):
                     if failures > 1:
                         exc.add_note(f"(gave up after {failures} attempts)")
                     raise
-                if isinstance(exc, ServiceError) and exc.code == "RequestTimeTooSkewed":
-                    self._skew.observe(exc.server_date, signed_at)
-                    logger.warning("clock skew detected; offset now %.1f s", self._skew.offset)
                 delay = self.retry.backoff(failures - 1, self._rng)
                 logger.info("retrying %s after %s (attempt %d)", method, exc, failures + 1)
                 if on_retry is not None:

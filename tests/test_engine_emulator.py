@@ -100,6 +100,39 @@ async def test_clock_skew_is_learned_and_applied(tmp_path: Path) -> None:
     assert server.read_object(BUCKET, "k") == src.read_bytes()
 
 
+async def test_a_later_clock_skew_error_keeps_the_learned_offset(tmp_path: Path) -> None:
+    """A RequestTimeTooSkewed while the clock is already corrected (here injected) must not
+    reset the offset: it is measured against the raw local clock, not the corrected one."""
+    ahead = timedelta(minutes=40)
+    async with OssServer(root=tmp_path / "srv", clock=lambda: datetime.now(UTC) + ahead) as server:
+        server.faults.add(Fault(operation="UploadPart", part_number=3, code="RequestTimeTooSkewed"))
+        src = make_file(tmp_path, 450 * KIB)
+        async with client_for(server) as client:
+            await client.bucket(BUCKET).upload_file("k", src, 100 * KIB)
+            offset = client.clock_offset
+        assert server.read_object(BUCKET, "k") == src.read_bytes()
+    skewed = [(r.operation, r.part_number) for r in server.requests if r.code]
+    # The real skew once, the injected one once; never a skew caused by a reset offset.
+    assert skewed == [("InitiateMultipartUpload", None), ("UploadPart", 3)]
+    assert abs(offset - ahead.total_seconds()) < 5
+
+
+async def test_clock_skew_is_learned_even_when_the_request_is_not_retried(
+    tmp_path: Path,
+) -> None:
+    ahead = timedelta(minutes=-30)
+    async with OssServer(root=tmp_path / "srv", clock=lambda: datetime.now(UTC) + ahead) as server:
+        src = make_file(tmp_path, 10)
+        async with client_for(server, retry=oss.RetryPolicy(max_attempts=1)) as client:
+            with pytest.raises(oss.ServiceError) as info:
+                await client.bucket(BUCKET).upload_file("k", src)
+            assert info.value.code == "RequestTimeTooSkewed"
+            assert abs(client.clock_offset - ahead.total_seconds()) < 5
+            await client.bucket(BUCKET).upload_file("k", src)  # signed with server time
+        assert server.read_object(BUCKET, "k") == src.read_bytes()
+    assert [r.code for r in server.requests if r.code] == ["RequestTimeTooSkewed"]
+
+
 async def test_wrong_region_is_a_clear_error(server: OssServer, tmp_path: Path) -> None:
     src = make_file(tmp_path, 10)
     async with client_for(server, region="cn-beijing") as client:
