@@ -16,7 +16,7 @@ import math
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +24,12 @@ import anyio
 import pytest
 
 import aiooss_resume as oss
+from aiooss_resume import _client
 from aiooss_resume._crc64 import crc64, crc64_fold
 from aiooss_resume._errors import CheckpointError
 from aiooss_resume._fileio import CRC_JOB_SIZE, CheckpointLock, IoRunner, SourceFile, ThreadJob
 from aiooss_resume._planner import PartPlan, plan_parts
+from aiooss_resume._xml import encode_complete_request
 
 from .fake_oss import FakeOss
 from .reliability_helpers import wait_until
@@ -297,3 +299,38 @@ def test_crc64_fold_continues_from_a_crc() -> None:
     assert crc64_fold(pairs) == whole
     assert crc64_fold(pairs[2:], crc64_fold(pairs[:2])) == whole
     assert crc64_fold([], whole) == whole
+
+
+@pytest.mark.parametrize("count", [0, 1, 499, 500, 501, 10_000])
+async def test_complete_body_encoded_in_slices_is_the_same_document(count: int) -> None:
+    parts = [(n, f'"{n:032X}"') for n in range(1, count + 1)]
+    if count:
+        parts[-1] = (count, '"a&b<c>"')  # one ETag that needs escaping
+    assert await _client._encode_complete(parts) == encode_complete_request(parts)
+
+
+async def test_list_parts_pages_are_decoded_off_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = FakeOss(list_page=2)
+    async with client_for(fake) as client:
+        upload_id = (await client._initiate("bkt", "k", {}, None)).upload_id
+        for n in (1, 2, 3):
+            await client._upload_part(
+                "bkt", "k", upload_id, n, lambda: _one(b"x" * 10), 10, {}, lambda r: None, None
+            )
+        threads: list[bool] = []
+        real = _client.decode_list_parts_result
+
+        def spy(body: bytes) -> Any:
+            threads.append(threading.current_thread() is threading.main_thread())
+            return real(body)
+
+        monkeypatch.setattr(_client, "decode_list_parts_result", spy)
+        parts = await client._list_parts("bkt", "k", upload_id)
+    assert [p.part_number for p in parts] == [1, 2, 3]
+    assert threads == [False, False], "a ListParts page was decoded on the event loop"
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
