@@ -33,9 +33,13 @@ Theory of operation
    otherwise, saying the object exists). If Complete's answer is lost and the retry says
    NoSuchUpload, HEAD decides (spec 10.3). The checkpoint is deleted after success.
 8. **Failure and cancellation**: with a checkpoint, every acknowledged part is flushed to it
-   (shielded and bounded on cancellation) and the upload is kept for the next run; without
-   one, the multipart upload is aborted so no parts are orphaned. No task outlives the call
-   and no ``ExceptionGroup`` escapes it.
+   and the upload is kept for the next run; without one, the multipart upload is aborted so
+   no parts are orphaned. No task outlives the call and no ``ExceptionGroup`` escapes it.
+   On cancellation that cleanup is shielded and bounded (``FLUSH_TIMEOUT``) and the
+   ``CancelledError`` is always re-raised, also when a part failed at the same moment. A
+   checkpoint write still in its (uninterruptible) thread when the bound expires goes on;
+   the checkpoint's lock is released only when it has ended, so no later run can have its
+   checkpoint overwritten by it.
 """
 
 from __future__ import annotations
@@ -90,6 +94,7 @@ from ._fileio import (
     CheckpointLock,
     IoRunner,
     SourceFile,
+    ThreadJob,
     read_optional,
     remove_quietly,
     stat_identity,
@@ -109,8 +114,11 @@ logger = logging.getLogger("aiooss_resume")
 _T = TypeVar("_T")
 
 MAX_ROUTINES = 1000
-FLUSH_TIMEOUT = 5.0
-"""Upper bound, in seconds, on the shielded work done after a cancellation."""
+FLUSH_TIMEOUT = 1.0
+"""Upper bound, in seconds, on the shielded cleanup after a cancellation: the checkpoint
+flush, or the Abort of an upload nobody could resume. The issue promises that a cancelled
+upload stops within about a second; a healthy flush or Abort takes milliseconds, and a
+checkpoint write cut off by the bound still lands (see theory of operation, point 8)."""
 
 # Where each user header goes in a multipart upload (spec section 9). Anything not listed
 # here describes the object and goes on Initiate (and on PutObject for small files).
@@ -361,16 +369,25 @@ class _Progress:
 class _CheckpointWriter:
     """The one task that writes the checkpoint; parts are handed to it with ``record``.
 
-    A write runs in a worker thread that cannot be interrupted, so nothing here ever
-    abandons one: ``write`` waits for its thread even when cancelled (then re-raises), and
-    ``stop`` ends the loop by a flag instead of cancelling it. Hence, once ``stop`` returns,
-    no write is in flight and none will start: the caller alone owns the file.
+    A write runs in a worker thread that cannot be interrupted; only waiting for it can be.
+    Writes never overlap: the job of the last one is kept (``_job``) and the next write
+    first waits for it to end, so a snapshot can never land after a newer one. ``stop``
+    ends the loop by a flag, waiting for a write in flight; if ``stop`` itself is cancelled
+    (the bound on the cleanup after a cancellation), the loop task is cancelled and ended
+    but its write goes on in its thread. ``call_when_idle`` runs a callback once no write
+    is in a thread any more: the caller releases the checkpoint's lock with it.
     """
 
     MIN_GAP = 0.01
     GAP_FACTOR = 10.0
 
-    def __init__(self, path: str, checkpoint: Checkpoint, io: IoRunner) -> None:
+    def __init__(
+        self,
+        path: str,
+        checkpoint: Checkpoint,
+        io: IoRunner,
+        previous: _CheckpointWriter | None = None,
+    ) -> None:
         self.path = path
         self._checkpoint = checkpoint
         self._parts: dict[int, CheckpointPart] = {p.number: p for p in checkpoint.parts}
@@ -382,6 +399,8 @@ class _CheckpointWriter:
         self._saved = 0  # the version the file on disk holds
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        # A write of the writer this one replaces may still be in its thread.
+        self._job: ThreadJob | None = previous._job if previous is not None else None
         self.error: CheckpointError | None = None
         self.writes = 0
 
@@ -414,17 +433,26 @@ class _CheckpointWriter:
 
     async def write(self, *, force: bool) -> None:
         async with self._lock:
+            if self._job is not None:
+                await self._job.wait()  # a write whose waiter was cancelled
+                self._job = None
             version = self._version
             if version == self._saved and not force:
                 return
             parts = [self._parts[n] for n in sorted(self._parts)]
             snapshot = msgspec.structs.replace(self._checkpoint, parts=parts)
+            job = self._job = ThreadJob()
             try:
-                await _shielded(self._io.run(_encode_and_write, self.path, snapshot), None)
+                await self._io.run(
+                    job.run, _write_snapshot, self.path, snapshot, abandon_on_cancel=True
+                )
             except OSError as exc:
                 raise CheckpointError(
                     f"cannot write checkpoint {self.path!r}: {exc.strerror or exc}"
                 ) from exc
+            finally:
+                job.abandon()  # settles it if no thread ever started it
+            self._job = None
             self._saved = version
             self.writes += 1
 
@@ -435,31 +463,60 @@ class _CheckpointWriter:
         await self.write(force=force)
 
     async def stop(self) -> None:
-        """End the writer task after any write in flight; never abandons a write."""
+        """End the writer task after any write in flight (see the class docstring)."""
         task, self._task = self._task, None
         if task is None:
             return
         self._stopping = True
         self._stop.set()
         self._wake.set()
-        await _shielded(asyncio.gather(task, return_exceptions=True), None)
+        try:
+            await asyncio.wait([task])  # raises only if we are cancelled, never cancels it
+        except asyncio.CancelledError:
+            task.cancel()
+            await _wait_ended(task)
+            raise
+        _retrieve(task)
+
+    def call_when_idle(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once no checkpoint write is in a worker thread (maybe now)."""
+        if self._job is None:
+            callback()
+        else:
+            self._job.call_when_done(callback)
+
+
+def _write_snapshot(path: str, checkpoint: Checkpoint) -> None:
+    _encode_and_write(path, checkpoint)  # looked up at call time: the tests wrap it
 
 
 def _encode_and_write(path: str, checkpoint: Checkpoint) -> None:
     write_atomic(path, encode_checkpoint(checkpoint))
 
 
-async def _shielded(awaitable: Awaitable[_T], limit: float | None) -> _T:
-    """Run to completion (bounded by ``limit`` s, if any) even if the caller is cancelled.
+async def _wait_ended(task: asyncio.Task[None]) -> None:
+    """Wait for an already-cancelled task to end (a few loop steps), whatever else is
+    cancelled meanwhile, so that it does not outlive its owner."""
+    while not task.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait([task])
+    _retrieve(task)
 
-    Cancellation is re-raised afterwards, so the inner work never outlives this call.
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    # The writer loop reports checkpoint errors in ``error``; anything else is a bug, and
+    # must not replace the error the upload is failing with.
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        logger.error("the checkpoint writer failed", exc_info=exc)
+
+
+async def _shielded(awaitable: Awaitable[_T]) -> _T:
+    """Run ``awaitable`` to completion even if the caller is cancelled meanwhile.
+
+    That ``CancelledError`` is re-raised afterwards, so the inner work never outlives this
+    call: bound the work itself (``asyncio.timeout`` inside) to bound the wait.
     """
-
-    async def bounded() -> _T:
-        async with asyncio.timeout(limit):
-            return await awaitable
-
-    task = asyncio.ensure_future(bounded())
+    task = asyncio.ensure_future(awaitable)
     cancelled: asyncio.CancelledError | None = None
     while not task.done():
         try:
@@ -475,6 +532,21 @@ async def _shielded(awaitable: Awaitable[_T], limit: float | None) -> _T:
             task.exception()
         raise cancelled
     return task.result()
+
+
+def _cancellation_of(group: BaseExceptionGroup[BaseException]) -> asyncio.CancelledError:
+    """The CancelledError a TaskGroup swallowed (its error group's context), else a new one.
+
+    Re-raising the original matters under anyio: a cancel scope recognises its own
+    cancellation by the message.
+    """
+    context, seen = group.__context__, set()
+    while context is not None and id(context) not in seen:
+        if isinstance(context, asyncio.CancelledError):
+            return context
+        seen.add(id(context))
+        context = context.__context__
+    return asyncio.CancelledError()
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -582,7 +654,8 @@ class _Upload:
     async def run(self) -> UploadResult:
         lock = CheckpointLock(self.cp_path) if self.cp_path else None
         if lock is not None:
-            await self.io.run(lock.acquire)
+            # A cancel while the lock is taken in its thread releases it there.
+            await self.io.run_owned(lock.acquire, lambda _: lock.release())
         try:
             self.src = await SourceFile.open(self.path, self.io)
             try:
@@ -598,7 +671,11 @@ class _Upload:
                 await self.src.aclose()
         finally:
             if lock is not None:
-                lock.release()
+                if self.writer is not None:
+                    # Not while a write cut off by a cancellation may still land.
+                    self.writer.call_when_idle(lock.release)
+                else:
+                    lock.release()
 
     async def _on_retry(self, number: int, failures: int, error: OssError, delay: float) -> None:
         await self.progress.emit(
@@ -805,7 +882,7 @@ class _Upload:
             )
             return await self._upload_and_complete(plan, part_size, done)
         except asyncio.CancelledError:
-            await _shielded(self._after_failure(None), FLUSH_TIMEOUT)
+            await self._clean_up_after_cancel()
             raise
         except Exception as exc:
             await self._after_failure(exc)
@@ -813,6 +890,26 @@ class _Upload:
         finally:
             if self.writer is not None:
                 await self.writer.stop()
+
+    async def _clean_up_after_cancel(self) -> None:
+        """Flush (or abort), shielded and bounded; never replaces the CancelledError."""
+
+        async def bounded() -> None:
+            try:
+                async with asyncio.timeout(FLUSH_TIMEOUT):
+                    await self._after_failure(None)
+            except TimeoutError:
+                logger.warning(
+                    "upload of %s cancelled: its cleanup (checkpoint flush or Abort of upload "
+                    "%s) did not finish within %g s and was cut short",
+                    self.key,
+                    self.upload_id,
+                    FLUSH_TIMEOUT,
+                )
+            except Exception:
+                logger.exception("upload of %s cancelled: its cleanup failed", self.key)
+
+        await _shielded(bounded())
 
     async def _initiate(self, part_size: int) -> Checkpoint:
         result = await self.client._initiate(
@@ -924,7 +1021,9 @@ class _Upload:
                 self.resumed.clear()
                 if self.writer is not None:
                     await self.writer.stop()
-                    self.writer = _CheckpointWriter(self.writer.path, checkpoint, self.io)
+                    self.writer = _CheckpointWriter(
+                        self.writer.path, checkpoint, self.io, previous=self.writer
+                    )
                     await self.writer.flush(force=True)
                     self.on_disk = True
                     self.writer.start()
@@ -939,23 +1038,26 @@ class _Upload:
         parts_total = len(plan)
 
         async def upload(planned: PartPlan) -> None:
-            try:
-                part = await self._send_part(planned)
-                done[planned.number] = part
-                if self.writer is not None:
-                    self.writer.record(part)
-                await self.progress.emit(
-                    PartDone(
-                        key=self.key,
-                        part_number=planned.number,
-                        size=planned.size,
-                        parts_done=len(done),
-                        part_count=parts_total,
-                    )
+            part = await self._send_part(planned)
+            done[planned.number] = part
+            if self.writer is not None:
+                self.writer.record(part)
+            await self.progress.emit(
+                PartDone(
+                    key=self.key,
+                    part_number=planned.number,
+                    size=planned.size,
+                    parts_done=len(done),
+                    part_count=parts_total,
                 )
-            finally:
-                semaphore.release()
+            )
 
+        def release(_: asyncio.Task[None]) -> None:
+            semaphore.release()
+
+        task = asyncio.current_task()
+        assert task is not None
+        cancelling = task.cancelling()
         try:
             async with asyncio.TaskGroup() as group:
                 for planned in plan:
@@ -965,8 +1067,21 @@ class _Upload:
                     if self.writer is not None and self.writer.error is not None:
                         semaphore.release()
                         raise self.writer.error
-                    group.create_task(upload(planned))
+                    part_task = group.create_task(upload(planned))
+                    # A done callback, so it runs after the TaskGroup's own (callbacks run in
+                    # order): see the drain below.
+                    part_task.add_done_callback(release)
+                # Wait for the last parts here, in the body, not in the TaskGroup's exit: a
+                # part failing must cancel us at this await, which the TaskGroup then undoes.
+                # (Python 3.11 does not undo a cancel that lands in its exit, and an outside
+                # cancel could no longer be told apart from it.)
+                for _ in range(self.routines):
+                    await semaphore.acquire()
         except BaseExceptionGroup as group_error:
+            if task.cancelling() > cancelling:
+                # We were cancelled while a part failed for good: the TaskGroup reports the
+                # failure (Python 3.11), but the cancellation must win, or it is lost.
+                raise _cancellation_of(group_error) from None
             raise _first_error(group_error) from None
 
     async def _send_part(self, planned: PartPlan) -> CheckpointPart:
@@ -1003,10 +1118,10 @@ class _Upload:
     ) -> UploadResult:
         assert self.upload_id is not None
         parts = [done[p.number] for p in plan]
-        # 10,000 combines take milliseconds: off the loop, like the XML encoding below.
+        # 10,000 combines take milliseconds: off the loop.
         expected = await self.io.run(crc64_fold, [(p.crc64, p.size) for p in parts])
-        # The final flush ran in a thread shielded from anyio scopes: a cancel that arrived
-        # meanwhile must stop us here, before Complete makes the object real.
+        # A cancel that arrived during the final flush must stop us here, before Complete
+        # makes the object real.
         await anyio.lowlevel.checkpoint_if_cancelled()
         self.completing = True
         try:

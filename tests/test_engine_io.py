@@ -157,6 +157,26 @@ async def test_cancelled_source_open_closes_the_descriptor(tmp_path: Path) -> No
     assert await wait_until(lambda: not open_descriptors_of(src)), "the descriptor leaked"
 
 
+async def test_upload_cancelled_while_taking_its_lock_leaves_it_free(tmp_path: Path) -> None:
+    fake = FakeOss()
+    src = make_file(tmp_path, 300 * KIB)
+    async with client_for(fake) as client:
+        # The IoRunner seam: the client's 2nd thread job (after resolving the paths) is
+        # CheckpointLock.acquire; it is held in its thread while the upload is cancelled.
+        runner = GatedRunner(gate=2)
+        client._io = runner
+        task = asyncio.ensure_future(client.bucket("bkt").upload_file("k", src, checkpoint=True))
+        assert await wait_until(runner.entered.is_set)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        runner.go.set()
+        assert await wait_until(lambda: lock_is_free(tmp_path / "src.bin.cp"))
+        client._io = IoRunner(4)
+        result = await client.bucket("bkt").upload_file("k", src, checkpoint=True)
+    assert result.size == 300 * KIB
+
+
 async def test_checkpoint_lock_held_by_another_process(tmp_path: Path) -> None:
     fake = FakeOss()
     src = make_file(tmp_path, 250 * KIB)
