@@ -22,16 +22,22 @@ Theory of operation
    (an ``asyncio.Semaphore``), each streaming its slice in 1 MiB ``pread`` chunks with the
    CRC computed in the reading thread, checked against ``x-oss-hash-crc64ecma`` (a mismatch
    is retried like a transport error). The first part to fail for good cancels the others.
-6. **Checkpoint**: one writer task owns the file. Acknowledged parts are handed to it; it
-   rewrites the checkpoint atomically, coalescing parts that finish while a write is in
-   flight and spacing writes by a multiple of their own duration (so 10,000 small parts do
-   not write gigabytes). A part is recorded only after OSS acknowledged it and its CRC
-   matched; every write contains every part recorded before it.
+   Errors raised inside a body (the progress hook's, a file that shrank) are the body's
+   ``failure``: the transport would report them as a retryable broken connection, so the
+   request raises them as they are instead (``Client._request(fatal=...)``).
+6. **Checkpoint**: one writer task owns the file. Acknowledged parts are handed to it, before
+   anything else is awaited; it rewrites the checkpoint atomically, coalescing parts that
+   finish while a write is in flight and spacing writes by a multiple of their own duration
+   (so 10,000 small parts do not write gigabytes). A part is recorded only after OSS
+   acknowledged it and its CRC matched; every write contains every part recorded before it.
 7. **Complete**: the source is stat'ed again first; if it changed, the upload is aborted, the
    checkpoint deleted and ``FileChangedError`` raised: a mixed object is never completed.
    The object's CRC from OSS must equal the fold of the part CRCs (``IntegrityError``
    otherwise, saying the object exists). If Complete's answer is lost and the retry says
-   NoSuchUpload, HEAD decides (spec 10.3). The checkpoint is deleted after success.
+   NoSuchUpload, HEAD decides (spec 10.3). The checkpoint is deleted after success. A small
+   file's single PutObject is guarded the same way: the source is stat'ed again before the
+   body's last chunk is handed over, so a file that changed is never stored (and the object
+   the key held before stays as it was).
 8. **Failure and cancellation**: with a checkpoint, every acknowledged part is flushed to it
    and the upload is kept for the next run; without one, the multipart upload is aborted so
    no parts are orphaned. No task outlives the call and no ``ExceptionGroup`` escapes it.
@@ -336,6 +342,7 @@ class _Progress:
         self.done = 0
         self.resumed = 0
         self._per_part: dict[int, int] = {}
+        self.error: Exception | None = None
 
     def resume(self, number: int, size: int) -> None:
         self._per_part[number] = size
@@ -343,10 +350,18 @@ class _Progress:
         self.resumed += size
 
     async def emit(self, event: ProgressEvent) -> None:
-        if self.hook is not None:
+        # If the hook raises, the upload fails with that exception (a note says where it
+        # came from) and the hook is not called again.
+        if self.hook is None or self.error is not None:
+            return
+        try:
             result = self.hook(event)
             if inspect.isawaitable(result):
                 await result
+        except Exception as exc:
+            self.error = exc
+            exc.add_note(f"(raised by the on_progress hook, given {type(event).__name__})")
+            raise
 
     async def sent(self, number: int, position: int) -> None:
         # A retry re-sends bytes already counted: only count past the part's high-water mark.
@@ -560,6 +575,7 @@ def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
             leaves.append(exc)
 
     walk(group)
+    leaves = list({id(e): e for e in leaves}.values())  # one failure may end several parts
     real = [e for e in leaves if not isinstance(e, asyncio.CancelledError)]
     first = real[0] if real else leaves[0]
     if len(real) > 1:
@@ -578,17 +594,37 @@ def _response_crc(resp: HttpResponse) -> int | None:
 
 
 class _Body:
-    """A part's body: a fresh chunk iterator per attempt, with the CRC of what was sent."""
+    """A part's body: a fresh chunk iterator per attempt, with the CRC of what was sent.
 
-    def __init__(self, job: _Upload, number: int, offset: int, size: int) -> None:
+    An error that must end the request (the progress hook's, a source that shrank or
+    changed) is kept in ``failure`` before it is raised through the transport, which would
+    report it as a broken connection; the request raises ``failure`` instead of retrying.
+    A ``whole_object`` body (PutObject) stat's the source before its last chunk is handed
+    over, so OSS never receives the whole body of a file that changed while it was read.
+    """
+
+    def __init__(
+        self, job: _Upload, number: int, offset: int, size: int, *, whole_object: bool = False
+    ) -> None:
         self.job = job
         self.number = number
         self.offset = offset
         self.size = size
+        self.whole_object = whole_object
         self.crc = 0
+        self.failure: Exception | None = None
+        self.sent_whole = False  # some attempt handed over every byte
 
     def __call__(self) -> AsyncIterator[bytes]:
         return self._chunks()
+
+    def fatal(self) -> Exception | None:
+        return self.failure
+
+    def _fail(self, exc: Exception) -> Exception:
+        if self.failure is None:
+            self.failure = exc
+        return self.failure
 
     async def _chunks(self) -> AsyncIterator[bytes]:
         self.crc = 0
@@ -598,11 +634,43 @@ class _Body:
             try:
                 data, self.crc = await self.job.src.read(self.offset + position, n, self.crc)
             except EOFError:
-                self.job.source_shrank = True
-                raise self.job._file_changed("it became shorter") from None
+                raise self._fail(self._changed("it became shorter")) from None
+            if self.whole_object and position + n == self.size:
+                await self._check_source()
             yield data
             position += n
-            await self.job.progress.sent(self.number, position)
+            if position == self.size:
+                self.sent_whole = True
+            try:
+                await self.job.progress.sent(self.number, position)
+            except Exception as exc:
+                if position < self.size:
+                    raise self._fail(exc) from None  # stop sending: the upload has failed
+                self._fail(exc)  # every byte is out: let OSS answer, then fail
+
+    async def _check_source(self) -> None:
+        try:
+            current = await self.job.io.run(stat_identity, self.job.path)
+        except FileNotFoundError:
+            raise self._fail(self._changed("it was removed")) from None
+        if current != self.job.identity:
+            raise self._fail(self._changed(_identity_difference(self.job.identity, current)))
+
+    def _changed(self, detail: str) -> FileChangedError:
+        if not self.whole_object:
+            return self.job._file_changed(detail)  # a part: the multipart upload is aborted
+        where = f"oss://{self.job.bucket}/{self.job.key}"
+        if self.sent_whole:
+            outcome = (
+                f"an earlier attempt, whose answer was lost, had sent the whole file as it was "
+                f"before the change, so {where} may hold that version"
+            )
+        else:
+            outcome = f"it was not stored ({where} was left as it was)"
+        return FileChangedError(
+            f"{self.job.path!r} changed while it was being uploaded ({detail}); {outcome}; "
+            "run the upload again"
+        )
 
     def check(self, resp: HttpResponse) -> None:
         reported = _response_crc(resp)
@@ -639,7 +707,6 @@ class _Upload:
         self.cp_path = cp_path
         self.headers = headers
         self.hook = on_progress
-        self.source_shrank = False
         self.src: SourceFile
         self.identity: SourceIdentity
         self.progress: _Progress
@@ -692,8 +759,8 @@ class _Upload:
 
     def _file_changed(self, detail: str) -> FileChangedError:
         return FileChangedError(
-            f"{self.path!r} changed while it was being uploaded ({detail}); "
-            "nothing was completed, run the upload again"
+            f"{self.path!r} changed while it was being uploaded ({detail}); the multipart "
+            "upload was not completed, run the upload again"
         )
 
     async def _check_source_unchanged(self) -> None:
@@ -708,28 +775,28 @@ class _Upload:
 
     async def _put_object(self) -> UploadResult:
         size = self.identity.size
-        body = _Body(self, 1, 0, size)
+        # The body checks the source before its last byte: a file that changed while it was
+        # read is never stored. (Once every byte was read unchanged, the object is a
+        # faithful copy, whatever happens to the file afterwards.)
+        body = _Body(self, 1, 0, size, whole_object=True)
         await self.progress.emit(
             UploadStarted(
                 key=self.key, total_bytes=size, part_count=1, part_size=size, upload_id=None
             )
         )
-        try:
-            resp = await self.client._put_object(
-                self.bucket,
-                self.key,
-                body,
-                size,
-                self.headers.put,
-                body.check,
-                self._retry_hook(1),
-            )
-        except Exception:
-            # The transport may wrap our FileChangedError in its own error: unwrap it here.
-            if self.source_shrank:
-                raise self._file_changed("it became shorter") from None
-            raise
-        await self._check_source_unchanged()
+        resp = await self.client._put_object(
+            self.bucket,
+            self.key,
+            body,
+            size,
+            self.headers.put,
+            body.check,
+            self._retry_hook(1),
+            fatal=body.fatal,
+        )
+        if body.failure is not None:  # the hook failed after the last byte was sent
+            body.failure.add_note(f"(oss://{self.bucket}/{self.key} was stored nevertheless)")
+            raise body.failure
         await self.progress.sent(1, size)
         result = UploadResult(
             bucket=self.bucket,
@@ -1037,21 +1104,6 @@ class _Upload:
         semaphore = asyncio.Semaphore(self.routines)
         parts_total = len(plan)
 
-        async def upload(planned: PartPlan) -> None:
-            part = await self._send_part(planned)
-            done[planned.number] = part
-            if self.writer is not None:
-                self.writer.record(part)
-            await self.progress.emit(
-                PartDone(
-                    key=self.key,
-                    part_number=planned.number,
-                    size=planned.size,
-                    parts_done=len(done),
-                    part_count=parts_total,
-                )
-            )
-
         def release(_: asyncio.Task[None]) -> None:
             semaphore.release()
 
@@ -1067,7 +1119,7 @@ class _Upload:
                     if self.writer is not None and self.writer.error is not None:
                         semaphore.release()
                         raise self.writer.error
-                    part_task = group.create_task(upload(planned))
+                    part_task = group.create_task(self._send_part(planned, done, parts_total))
                     # A done callback, so it runs after the TaskGroup's own (callbacks run in
                     # order): see the drain below.
                     part_task.add_done_callback(release)
@@ -1084,31 +1136,44 @@ class _Upload:
                 raise _cancellation_of(group_error) from None
             raise _first_error(group_error) from None
 
-    async def _send_part(self, planned: PartPlan) -> CheckpointPart:
+    async def _send_part(
+        self, planned: PartPlan, done: dict[int, CheckpointPart], parts_total: int
+    ) -> None:
         assert self.upload_id is not None
         body = _Body(self, planned.number, planned.offset, planned.size)
-        try:
-            resp = await self.client._upload_part(
-                self.bucket,
-                self.key,
-                self.upload_id,
-                planned.number,
-                body,
-                planned.size,
-                self.headers.part,
-                body.check,
-                self._retry_hook(planned.number),
-            )
-        except Exception:
-            # The transport may wrap our FileChangedError in its own error: unwrap it here.
-            if self.source_shrank:
-                raise self._file_changed("it became shorter") from None
-            raise
+        resp = await self.client._upload_part(
+            self.bucket,
+            self.key,
+            self.upload_id,
+            planned.number,
+            body,
+            planned.size,
+            self.headers.part,
+            body.check,
+            self._retry_hook(planned.number),
+            fatal=body.fatal,
+        )
         etag = resp.header("etag")
         if not etag:
             raise ProtocolError(f"UploadPart {planned.number} answered without an ETag")
+        # Acknowledged: record it before anything else is awaited (a cancel or a hook error
+        # from here on must not lose it).
+        part = CheckpointPart(planned.number, planned.size, etag, body.crc)
+        done[planned.number] = part
+        if self.writer is not None:
+            self.writer.record(part)
+        if body.failure is not None:  # the hook failed after the last byte was sent
+            raise body.failure
         await self.progress.sent(planned.number, planned.size)
-        return CheckpointPart(planned.number, planned.size, etag, body.crc)
+        await self.progress.emit(
+            PartDone(
+                key=self.key,
+                part_number=planned.number,
+                size=planned.size,
+                parts_done=len(done),
+                part_count=parts_total,
+            )
+        )
 
     async def _complete(
         self,

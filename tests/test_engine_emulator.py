@@ -299,3 +299,85 @@ async def test_one_client_shared_by_concurrent_uploads(server: OssServer, tmp_pa
     for i, f in enumerate(files):
         assert server.read_object(BUCKET, f"k{i}") == f.read_bytes()
         assert results[i].size == f.stat().st_size
+
+
+# ------------------------------------------------- errors raised inside a body, over aiohttp
+
+
+async def test_hook_error_inside_a_part_body_is_raised_not_retried(
+    server: OssServer, tmp_path: Path
+) -> None:
+    """aiohttp reports an exception from a streamed body as a broken connection; it was
+    retried as a TransportError (or lost once every byte was out)."""
+    src = make_file(tmp_path, 3 * 1024 * KIB)
+    calls = 0
+
+    def hook(event: oss.ProgressEvent) -> None:
+        nonlocal calls
+        if isinstance(event, oss.BytesSent):
+            calls += 1
+            raise RuntimeError("bug in the hook")
+
+    async with client_for(server) as client:
+        bucket = client.bucket(BUCKET)
+        with pytest.raises(RuntimeError, match="bug in the hook"):
+            await bucket.upload_file("k", src, 2 * 1024 * KIB, checkpoint=True, on_progress=hook)
+        assert calls == 1
+        assert len([r for r in server.requests if r.operation == "UploadPart"]) <= 1
+        assert (tmp_path / "src.bin.cp").exists()  # resumable
+        result = await bucket.upload_file("k", src, 2 * 1024 * KIB, checkpoint=True)
+    assert result.parts_uploaded == 2
+    assert server.read_object(BUCKET, "k") == src.read_bytes()
+
+
+async def test_hook_error_inside_a_put_object_body_is_raised_not_retried(
+    server: OssServer, tmp_path: Path
+) -> None:
+    src = make_file(tmp_path, 3 * 1024 * KIB)  # one PutObject, streamed in 1 MiB chunks
+
+    def hook(event: oss.ProgressEvent) -> None:
+        if isinstance(event, oss.BytesSent):
+            raise RuntimeError("bug in the hook")
+
+    async with client_for(server) as client:
+        with pytest.raises(RuntimeError, match="bug in the hook"):
+            await client.bucket(BUCKET).upload_file("k", src, 5 * 1024 * KIB, on_progress=hook)
+    assert len([r for r in server.requests if r.operation == "PutObject"]) <= 1
+    assert server.object_info(BUCKET, "k") is None
+
+
+async def test_file_changed_during_put_object_is_not_stored(
+    server: OssServer, tmp_path: Path
+) -> None:
+    old = make_file(tmp_path, 1000, "old.bin")
+    src = make_file(tmp_path, 3 * 1024 * KIB)
+
+    def edit_in_place(event: oss.ProgressEvent) -> None:
+        if isinstance(event, oss.BytesSent) and event.bytes_done == 1024 * KIB:
+            with open(src, "r+b") as f:  # same size, same inode: only the mtime says so
+                f.write(b"changed")
+
+    async with client_for(server) as client:
+        bucket = client.bucket(BUCKET)
+        await bucket.upload_file("k", old)
+        with pytest.raises(oss.FileChangedError, match="it was not stored") as info:
+            await bucket.upload_file("k", src, 5 * 1024 * KIB, on_progress=edit_in_place)
+    assert "oss://bkt/k was left as it was" in str(info.value)
+    assert server.read_object(BUCKET, "k") == old.read_bytes()  # the previous object
+
+
+async def test_file_changed_after_a_lost_put_answer_says_what_may_be_stored(
+    server: OssServer, tmp_path: Path
+) -> None:
+    src = make_file(tmp_path, 50 * KIB)
+    original = src.read_bytes()
+    server.faults.add(Fault(operation="PutObject", drop_response=True))
+
+    def edit_before_the_retry(event: oss.ProgressEvent) -> None:
+        if isinstance(event, oss.PartRetried):
+            src.write_bytes(b"new content")
+
+    async with client_for(server) as client:
+        with pytest.raises(oss.FileChangedError, match="may hold that version"):
+            await client.bucket(BUCKET).upload_file("k", src, on_progress=edit_before_the_retry)
+    assert server.read_object(BUCKET, "k") == original  # the first attempt did store it

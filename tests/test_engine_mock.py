@@ -334,6 +334,44 @@ async def test_file_truncated_during_upload_raises_file_changed(tmp_path: Path) 
     assert fake.uploads == {} and "k" not in fake.objects
 
 
+async def test_file_changed_during_put_object_is_never_stored(tmp_path: Path) -> None:
+    fake = FakeOss()
+    fake.objects["k"] = (b"the previous object", {})
+    src = make_file(tmp_path, 3 * 1024 * KIB)  # one PutObject, read in 1 MiB chunks
+
+    async def edit_in_place(event: oss.ProgressEvent) -> None:
+        if isinstance(event, oss.BytesSent) and event.bytes_done == 1024 * KIB:
+            with open(src, "r+b") as f:  # same size and inode: the mtime tells
+                f.write(b"changed")
+
+    async with client_for(fake) as client:
+        with pytest.raises(oss.FileChangedError, match="it was not stored"):
+            await client.bucket("bkt").upload_file(
+                "k", src, 5 * 1024 * KIB, checkpoint=True, on_progress=edit_in_place
+            )
+    assert fake.ops("PutObject") == []  # the body was cut before its last chunk
+    assert fake.objects["k"][0] == b"the previous object"
+
+
+async def test_file_changed_after_put_object_read_it_all_is_a_faithful_copy(
+    tmp_path: Path,
+) -> None:
+    """Once every byte was read with the file unchanged, the object is the file as it was
+    then: a change afterwards does not make it mixed, and it is kept."""
+    fake = FakeOss()
+    src = make_file(tmp_path, 50 * KIB)  # one chunk
+    original = src.read_bytes()
+
+    def edit_after_the_read(event: oss.ProgressEvent) -> None:
+        if isinstance(event, oss.BytesSent):
+            src.write_bytes(b"new")
+
+    async with client_for(fake) as client:
+        result = await client.bucket("bkt").upload_file("k", src, on_progress=edit_after_the_read)
+    assert fake.objects["k"][0] == original
+    assert result.size == len(original)
+
+
 async def test_no_such_upload_on_resume_starts_fresh(tmp_path: Path) -> None:
     fake = FakeOss()
     src = make_file(tmp_path, 450 * KIB)
