@@ -125,6 +125,11 @@ FLUSH_TIMEOUT = 1.0
 flush, or the Abort of an upload nobody could resume. The issue promises that a cancelled
 upload stops within about a second; a healthy flush or Abort takes milliseconds, and a
 checkpoint write cut off by the bound still lands (see theory of operation, point 8)."""
+COMPLETE_SLICE = 500
+"""Part CRCs folded per event-loop step at Complete (~0.5 ms), so 10,000 parts never hold
+the loop for long; a worker thread would hold the GIL for up to the interpreter's 5 ms
+switch interval at a time, which is what the loop then waits. (Complete's XML body is
+encoded in slices likewise, by ``Client._complete``.)"""
 
 # Where each user header goes in a multipart upload (spec section 9). Anything not listed
 # here describes the object and goes on Initiate (and on PutObject for small files).
@@ -333,7 +338,18 @@ async def upload_file(
 
 
 class _Progress:
-    """Turns part bookkeeping into monotone progress events for the caller's hook."""
+    """Turns part bookkeeping into monotone progress events for the caller's hook.
+
+    Counts are high-water marks: ``bytes_done`` is the sum over parts of the furthest byte
+    handed to the network (resumed parts count whole), ``parts_done`` the number of distinct
+    parts acknowledged (resumed parts included). Neither goes back: not when a request is
+    retried, nor when a vanished upload is restarted and its parts are sent again (both then
+    stay flat until the re-sent parts pass their old marks). ``finish`` brings ``bytes_done``
+    to exactly ``total`` before ``UploadCompleted``, also when nothing had to be sent.
+
+    The hook runs on the event loop. If it raises, the upload fails with that exception (a
+    note says where it came from) and the hook is not called again.
+    """
 
     def __init__(self, hook: ProgressHook | None, key: str, total: int) -> None:
         self.hook = hook
@@ -342,16 +358,19 @@ class _Progress:
         self.done = 0
         self.resumed = 0
         self._per_part: dict[int, int] = {}
+        self._parts_acknowledged: set[int] = set()
+        self._reported = -1  # the bytes_done of the last BytesSent emitted
         self.error: Exception | None = None
 
     def resume(self, number: int, size: int) -> None:
-        self._per_part[number] = size
-        self.done += size
+        self._parts_acknowledged.add(number)
+        previous = self._per_part.get(number, 0)
+        if size > previous:
+            self._per_part[number] = size
+            self.done += size - previous
         self.resumed += size
 
     async def emit(self, event: ProgressEvent) -> None:
-        # If the hook raises, the upload fails with that exception (a note says where it
-        # came from) and the hook is not called again.
         if self.hook is None or self.error is not None:
             return
         try:
@@ -370,15 +389,38 @@ class _Progress:
             return
         self._per_part[number] = position
         self.done += position - previous
-        if self.hook is not None:
-            await self.emit(
-                BytesSent(
-                    key=self.key,
-                    bytes_done=self.done,
-                    total_bytes=self.total,
-                    resumed_bytes=self.resumed,
-                )
+        await self._bytes_sent()
+
+    async def part_done(self, number: int, size: int, part_count: int) -> None:
+        self._parts_acknowledged.add(number)
+        await self.emit(
+            PartDone(
+                key=self.key,
+                part_number=number,
+                size=size,
+                parts_done=len(self._parts_acknowledged),
+                part_count=part_count,
             )
+        )
+
+    async def finish(self) -> None:
+        """Report ``bytes_done == total`` if the last BytesSent did not (all resumed, empty)."""
+        self.done = self.total
+        if self._reported != self.total:
+            await self._bytes_sent()
+
+    async def _bytes_sent(self) -> None:
+        if self.hook is None:
+            return
+        self._reported = self.done
+        await self.emit(
+            BytesSent(
+                key=self.key,
+                bytes_done=self.done,
+                total_bytes=self.total,
+                resumed_bytes=self.resumed,
+            )
+        )
 
 
 class _CheckpointWriter:
@@ -815,6 +857,7 @@ class _Upload:
         return result
 
     async def _emit_completed(self, result: UploadResult) -> None:
+        await self.progress.finish()
         await self.progress.emit(
             UploadCompleted(
                 key=self.key,
@@ -838,12 +881,12 @@ class _Upload:
 
     async def _abort_quietly(self, bucket: str, key: str, upload_id: str, why: str) -> None:
         try:
-            await self.client._abort(bucket, key, upload_id)
-            logger.info("aborted stale upload %s of %s (%s)", upload_id, key, why)
+            await self.client._abort(bucket, key, upload_id, self.headers.other)
+            logger.info("aborted upload %s of %s (%s)", upload_id, key, why)
         except OssError as exc:
             # NoSuchUpload: already gone. Anything else: the caller's upload still proceeds;
             # OSS lifecycle rules or `aiooss-resume uploads` can clean up the leftover.
-            logger.warning("could not abort stale upload %s of %s: %s", upload_id, key, exc)
+            logger.warning("could not abort upload %s of %s: %s", upload_id, key, exc)
 
     async def _discard_checkpoint_file(self, why: str) -> None:
         assert self.cp_path is not None
@@ -1030,7 +1073,7 @@ class _Upload:
         Decided by HEAD (size and CRC-64) against the whole local file, so it holds even
         when the last checkpoint write before the kill did not list every part.
         """
-        head = await self.client._head(self.bucket, self.key)
+        head = await self.client._head(self.bucket, self.key, self.headers.other)
         if head is None:
             return None
         try:
@@ -1047,6 +1090,18 @@ class _Upload:
         await self.io.run(remove_quietly, self.cp_path)
         for p in plan:
             self.progress.resume(p.number, p.size)
+        await self.progress.emit(
+            UploadStarted(
+                key=self.key,
+                total_bytes=self.identity.size,
+                part_count=len(plan),
+                part_size=checkpoint.part_size,
+                upload_id=checkpoint.upload_id,
+                resumed=True,
+                resumed_bytes=self.identity.size,
+                resumed_parts=len(plan),
+            )
+        )
         result = UploadResult(
             bucket=self.bucket,
             key=self.key,
@@ -1165,15 +1220,7 @@ class _Upload:
         if body.failure is not None:  # the hook failed after the last byte was sent
             raise body.failure
         await self.progress.sent(planned.number, planned.size)
-        await self.progress.emit(
-            PartDone(
-                key=self.key,
-                part_number=planned.number,
-                size=planned.size,
-                parts_done=len(done),
-                part_count=parts_total,
-            )
-        )
+        await self.progress.part_done(planned.number, planned.size, parts_total)
 
     async def _complete(
         self,
@@ -1183,8 +1230,7 @@ class _Upload:
     ) -> UploadResult:
         assert self.upload_id is not None
         parts = [done[p.number] for p in plan]
-        # 10,000 combines take milliseconds: off the loop.
-        expected = await self.io.run(crc64_fold, [(p.crc64, p.size) for p in parts])
+        expected = await _fold_crcs(parts)
         # A cancel that arrived during the final flush must stop us here, before Complete
         # makes the object real.
         await anyio.lowlevel.checkpoint_if_cancelled()
@@ -1200,7 +1246,7 @@ class _Upload:
             )
         except NoSuchUploadError as exc:
             # Spec 10.3: Complete may have succeeded and its answer been lost.
-            head = await self.client._head(self.bucket, self.key)
+            head = await self.client._head(self.bucket, self.key, self.headers.other)
             if head is None or not _head_matches(head, self.identity.size, expected):
                 exc.add_note(
                     f"upload {self.upload_id} is gone and oss://{self.bucket}/{self.key} does "
@@ -1212,7 +1258,7 @@ class _Upload:
             etag, request_id = result.etag or resp.header("etag"), resp.header("x-oss-request-id")
             reported = _response_crc(resp)
             if reported is None:
-                head = await self.client._head(self.bucket, self.key)
+                head = await self.client._head(self.bucket, self.key, self.headers.other)
                 reported = _response_crc(head) if head is not None else None
             if reported is not None and reported != expected:
                 if self.cp_path is not None:
@@ -1269,6 +1315,16 @@ class _Upload:
         if self.upload_id is not None and not self.on_disk:
             # Nothing records this upload, so nobody could resume it: do not orphan it.
             await self._abort_quietly(self.bucket, self.key, self.upload_id, "upload failed")
+
+
+async def _fold_crcs(parts: list[CheckpointPart]) -> int:
+    """The object's CRC-64 from its parts', folded on the loop in slices of
+    ``COMPLETE_SLICE`` parts with a yield between them (see ``COMPLETE_SLICE``)."""
+    crc = 0
+    for start in range(0, len(parts), COMPLETE_SLICE):
+        crc = crc64_fold(((p.crc64, p.size) for p in parts[start : start + COMPLETE_SLICE]), crc)
+        await asyncio.sleep(0)
+    return crc
 
 
 def _same_etag(a: str, b: str) -> bool:

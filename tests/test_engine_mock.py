@@ -608,6 +608,30 @@ async def test_bad_input_fails_before_any_request(
     assert fake.calls == []
 
 
+@pytest.mark.parametrize(
+    "key",
+    ["k" * 1023, "é" * 511 + "k", "目" * 341],  # 1023 bytes of UTF-8
+)
+async def test_key_of_1023_bytes_is_accepted(tmp_path: Path, key: str) -> None:
+    assert len(key.encode()) == 1023
+    fake = FakeOss()
+    src = make_file(tmp_path, 10)
+    async with client_for(fake) as client:
+        result = await client.bucket("bkt").upload_file(key, src)
+    assert result.key == key and fake.objects[key][0] == src.read_bytes()
+
+
+@pytest.mark.parametrize("key", ["k" * 1024, "é" * 512, "目" * 341 + "k"])  # 1024 bytes
+async def test_key_of_1024_bytes_is_refused_before_any_request(tmp_path: Path, key: str) -> None:
+    assert len(key.encode()) == 1024
+    fake = FakeOss()
+    src = make_file(tmp_path, 10)
+    async with client_for(fake) as client:
+        with pytest.raises(ValueError, match="1024 bytes"):
+            await client.bucket("bkt").upload_file(key, src)
+    assert fake.calls == []
+
+
 async def test_missing_file_and_directory(tmp_path: Path) -> None:
     fake = FakeOss()
     async with client_for(fake) as client:
@@ -629,6 +653,14 @@ async def test_headers_go_to_the_right_requests(tmp_path: Path) -> None:
         "x-oss-forbid-overwrite": "true",
         "Cache-Control": "no-cache",
     }
+
+    async def lose_the_first_complete_answer(call: Call) -> oss.HttpResponse | None:
+        if call.op == "CompleteMultipartUpload" and len(fake.ops(call.op)) == 1:
+            fake._CompleteMultipartUpload(call.key, call.query, call.request)
+            raise oss.TransportError("connection reset after Complete")  # then HEAD decides
+        return None
+
+    fake.fault = lose_the_first_complete_answer
     async with client_for(fake) as client:
         await client.bucket("bkt").upload_file("photo.JPG", src, 100 * KIB, headers=headers)
 
@@ -650,6 +682,39 @@ async def test_headers_go_to_the_right_requests(tmp_path: Path) -> None:
     assert all(
         c.request.headers.get("x-oss-traffic-limit") == "838860800" for c in fake.ops("UploadPart")
     )
+    assert {c.op for c in fake.calls} >= {"HeadObject", "CompleteMultipartUpload"}
+    assert all(c.request.headers.get("x-oss-request-payer") == "requester" for c in fake.calls)
+
+
+async def test_request_payer_goes_on_every_request(tmp_path: Path) -> None:
+    """Spec 9: on a requester-pays bucket every request must carry x-oss-request-payer,
+    including ListParts (resume), HeadObject, AbortMultipartUpload and PutObject."""
+    fake = FakeOss()
+    src = make_file(tmp_path, 450 * KIB)
+    small = make_file(tmp_path, 10, "small.bin")
+    payer = {"x-oss-request-payer": "requester"}
+    async with client_for(fake) as client:
+        bucket = client.bucket("bkt")
+        await interrupted_upload(fake, src, headers=payer)  # ... and its checkpoint
+        fake.uploads.clear()  # gone: ListParts -> NoSuchUpload -> HeadObject -> Initiate
+        fake.objects["k"] = (b"x" * (450 * KIB), {})
+        await bucket.upload_file("k", src, 100 * KIB, checkpoint=True, headers=payer)
+
+        async def deny_part_2(call: Call) -> oss.HttpResponse | None:
+            if call.op == "UploadPart" and call.part_number == 2:
+                return error(403, "AccessDenied")
+            return None
+
+        fake.fault = deny_part_2
+        with pytest.raises(oss.ServiceError):  # no checkpoint: the upload is aborted
+            await bucket.upload_file("k2", src, 100 * KIB, headers=payer)
+        await bucket.upload_file("k3", small, headers=payer)
+    ops = {c.op for c in fake.calls}
+    assert ops >= {"ListParts", "HeadObject", "AbortMultipartUpload", "PutObject"}, ops
+    missing = [
+        c.op for c in fake.calls if c.request.headers.get("x-oss-request-payer") != "requester"
+    ]
+    assert missing == []
 
 
 async def test_async_progress_hook_and_event_fields(tmp_path: Path) -> None:

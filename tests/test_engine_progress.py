@@ -1,5 +1,7 @@
 """Progress events and the caller's hook, through the in-memory OSS (tests/fake_oss.py).
 
+* Counts reach exactly the file size on every path (all parts resumed, a run killed after
+  Complete, an empty file) and never go back, also across a restarted upload.
 * An exception raised by the hook fails the upload as itself: it is not retried as a
   broken connection, and the checkpoint keeps every part OSS acknowledged.
 * An acknowledged part is recorded before anything else is awaited, so a hook error or a
@@ -17,8 +19,8 @@ import aiooss_resume as oss
 from aiooss_resume._checkpoint import decode_checkpoint
 from aiooss_resume._http import HttpRequest, HttpResponse
 
-from .fake_oss import FakeOss
-from .test_engine_mock import client_for, make_file
+from .fake_oss import Call, FakeOss, error
+from .test_engine_mock import assert_progress_monotone, client_for, collect, make_file
 
 pytestmark = pytest.mark.anyio
 
@@ -65,6 +67,88 @@ def exact_client(fake: FakeOss) -> oss.Client:
 
 def recorded_parts(cp_path: Path) -> list[int]:
     return [p.number for p in decode_checkpoint(cp_path.read_bytes()).parts]
+
+
+# ---------------------------------------------------------------- counts
+
+
+async def test_progress_reaches_the_size_when_every_part_was_resumed(tmp_path: Path) -> None:
+    fake = FakeOss()
+    src = make_file(tmp_path, 250 * KIB)
+
+    async def refuse_complete(call: Call) -> oss.HttpResponse | None:
+        return error(403, "AccessDenied") if call.op == "CompleteMultipartUpload" else None
+
+    fake.fault = refuse_complete
+    async with client_for(fake) as client:
+        bucket = client.bucket("bkt")
+        with pytest.raises(oss.ServiceError):
+            await bucket.upload_file("k", src, 100 * KIB, checkpoint=True)
+        fake.fault = None
+        events, hook = collect()
+        result = await bucket.upload_file("k", src, 100 * KIB, checkpoint=True, on_progress=hook)
+    assert result.parts_resumed == 3 and result.parts_uploaded == 0
+    assert_progress_monotone(events, 250 * KIB)
+    assert [type(e).__name__ for e in events] == ["UploadStarted", "BytesSent", "UploadCompleted"]
+
+
+async def test_progress_of_a_run_killed_after_complete(tmp_path: Path) -> None:
+    fake = FakeOss()
+    src = make_file(tmp_path, 250 * KIB)
+    cp = tmp_path / "src.bin.cp"
+    saved: list[bytes] = []
+
+    async def keep_checkpoint(call: Call) -> oss.HttpResponse | None:
+        if call.op == "CompleteMultipartUpload":
+            saved.append(cp.read_bytes())
+        return None
+
+    fake.fault = keep_checkpoint
+    async with client_for(fake) as client:
+        await client.bucket("bkt").upload_file("k", src, 100 * KIB, checkpoint=True)
+        cp.write_bytes(saved[0])  # as if killed between Complete and the checkpoint delete
+        events, hook = collect()
+        await client.bucket("bkt").upload_file(
+            "k", src, 100 * KIB, checkpoint=True, on_progress=hook
+        )
+    assert_progress_monotone(events, 250 * KIB)
+    started = events[0]
+    assert isinstance(started, oss.UploadStarted)
+    assert started.resumed and started.resumed_bytes == 250 * KIB and started.resumed_parts == 3
+
+
+async def test_progress_of_an_empty_file(tmp_path: Path) -> None:
+    fake = FakeOss()
+    src = make_file(tmp_path, 0)
+    events, hook = collect()
+    async with client_for(fake) as client:
+        await client.bucket("bkt").upload_file("k", src, on_progress=hook)
+    assert_progress_monotone(events, 0)
+    assert [type(e).__name__ for e in events] == ["UploadStarted", "BytesSent", "UploadCompleted"]
+
+
+async def test_counts_never_go_back_across_a_restarted_upload(tmp_path: Path) -> None:
+    fake = FakeOss()
+    src = make_file(tmp_path, 450 * KIB)
+
+    async def vanish_once(call: Call) -> oss.HttpResponse | None:
+        fourth = [c for c in fake.ops("UploadPart") if c.part_number == 4]
+        if call.op == "UploadPart" and call.part_number == 4 and len(fourth) == 1:
+            fake.uploads.clear()  # expired: parts 1-3 must be sent again
+        return None
+
+    fake.fault = vanish_once
+    events, hook = collect()
+    async with client_for(fake) as client:
+        await client.bucket("bkt").upload_file(
+            "k", src, 100 * KIB, checkpoint=True, on_progress=hook
+        )
+    assert len(fake.ops("InitiateMultipartUpload")) == 2
+    assert_progress_monotone(events, 450 * KIB)
+    done = [e for e in events if isinstance(e, oss.PartDone)]
+    counts = [e.parts_done for e in done]
+    assert len(done) == 8  # 3 parts, then all 5 again
+    assert counts == sorted(counts) and counts[-1] == 5 == done[-1].part_count
 
 
 # ---------------------------------------------------------------- the hook's errors
