@@ -581,7 +581,9 @@ class Bucket:
             TransportError: the network failed and retries ran out.
             IntegrityError: a CRC-64 mismatch that retries did not cure.
             CheckpointError: the checkpoint cannot be written or is locked by another run.
-            FileChangedError: the file changed during the upload; nothing was completed.
+            FileChangedError: the file changed while it was being uploaded: the multipart
+                upload was aborted, or the single PutObject not stored (the message says
+                if an earlier attempt, whose answer was lost, may have stored it).
         """
         return await upload_file(
             self.client,
