@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import itertools
 import re
 from collections.abc import Callable
 
@@ -30,6 +31,8 @@ from aiooss_resume._models import (
     UploadSummary,
 )
 from aiooss_resume._xml import (
+    COMPLETE_REQUEST_CLOSE,
+    COMPLETE_REQUEST_OPEN,
     decode_complete_request,
     decode_complete_result,
     decode_error,
@@ -37,6 +40,7 @@ from aiooss_resume._xml import (
     decode_initiate_result,
     decode_list_parts_result,
     decode_list_uploads_result,
+    encode_complete_parts,
     encode_complete_request,
     encode_complete_result,
     encode_error,
@@ -928,6 +932,19 @@ def test_complete_request_round_trip(parts: list[tuple[int, str]]) -> None:
     body = encode_complete_request(parts)
     assert body.startswith(b"<CompleteMultipartUpload>")
     assert decode_complete_request(body) == parts
+
+
+@given(
+    parts=st.lists(st.tuples(st.integers(1, 10_000), XML_TEXT), max_size=12),
+    cuts=st.lists(st.integers(0, 12), max_size=4),
+)
+def test_complete_request_encoded_in_slices_is_the_same_document(
+    parts: list[tuple[int, str]], cuts: list[int]
+) -> None:
+    # The client encodes 10,000 parts in slices, yielding to the loop between them.
+    bounds = [0, *sorted(min(c, len(parts)) for c in cuts), len(parts)]
+    sliced = b"".join(encode_complete_parts(parts[a:b]) for a, b in itertools.pairwise(bounds))
+    assert COMPLETE_REQUEST_OPEN + sliced + COMPLETE_REQUEST_CLOSE == encode_complete_request(parts)
 
 
 @given(r=st.builds(CompleteResult, XML_TEXT, XML_TEXT, XML_TEXT, XML_TEXT), url_encode=BOOLS)
