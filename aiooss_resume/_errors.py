@@ -216,7 +216,13 @@ class CheckpointError(OssError):
 
 @final
 class FileChangedError(OssError):
-    """The source file changed while it was being uploaded; nothing was completed."""
+    """The source file changed while it was being uploaded; no mixed object was made.
+
+    A multipart upload is aborted (and its checkpoint deleted) before Complete; a single
+    PutObject is checked again before its last byte is sent, so the changed file is not
+    stored and the object already under the key is untouched. The message says when an
+    earlier attempt, whose answer was lost, may have stored a version of the file.
+    """
 
 
 @final

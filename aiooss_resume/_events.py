@@ -53,7 +53,11 @@ class BytesSent(msgspec.Struct, frozen=True, tag=True, kw_only=True):
 
 
 class PartDone(msgspec.Struct, frozen=True, tag=True, kw_only=True):
-    """OSS acknowledged a part and its CRC-64 matched."""
+    """OSS acknowledged a part and its CRC-64 matched.
+
+    ``parts_done`` counts parts done so far, resumed ones included, and never decreases: if
+    the upload id vanishes and a new upload starts, it stays put while parts are sent again.
+    """
 
     key: str
     part_number: int
