@@ -137,6 +137,7 @@ _PART_ONLY = frozenset({"x-oss-traffic-limit"})
 _COMPLETE_ONLY = frozenset({"x-oss-object-acl", "x-oss-callback", "x-oss-callback-var"})
 _INITIATE_AND_COMPLETE = frozenset({"x-oss-forbid-overwrite"})
 _EVERY_REQUEST = frozenset({"x-oss-request-payer"})
+_NOT_SHAPING = _PART_ONLY | _EVERY_REQUEST  # left out of the checkpoint's options fingerprint
 _RESERVED = frozenset(
     {
         "authorization", "date", "x-oss-date", "x-oss-content-sha256", "x-oss-security-token",
@@ -873,10 +874,15 @@ class _Upload:
     # ------------------------------------------------------------------ checkpoint
 
     def _fingerprint(self, part_size: int) -> str:
+        # Only what shapes the object: a throttle (x-oss-traffic-limit) or who pays for the
+        # requests may change between runs without costing the parts already uploaded.
+        def shaping(headers: Mapping[str, str]) -> dict[str, str]:
+            return {k: v for k, v in headers.items() if k.lower() not in _NOT_SHAPING}
+
         return options_fingerprint(
             part_size=part_size,
-            initiate_headers=self.headers.initiate,
-            complete_headers={**self.headers.complete, **self.headers.part},
+            initiate_headers=shaping(self.headers.initiate),
+            complete_headers=shaping(self.headers.complete),
         )
 
     async def _abort_quietly(self, bucket: str, key: str, upload_id: str, why: str) -> None:

@@ -241,6 +241,33 @@ async def interrupted_upload(
     fake.calls.clear()
 
 
+async def test_throttle_and_payer_may_change_between_runs(tmp_path: Path) -> None:
+    """They do not shape the object, so changing them must not cost the uploaded parts;
+    an object option (metadata) does, and means a full upload."""
+    fake = FakeOss()
+    src = make_file(tmp_path, 450 * KIB)
+    await interrupted_upload(fake, src, headers={"x-oss-traffic-limit": "838860800"})
+    headers = {"x-oss-traffic-limit": "1638400", "x-oss-request-payer": "requester"}
+    async with client_for(fake) as client:
+        result = await client.bucket("bkt").upload_file(
+            "k", src, 100 * KIB, checkpoint=True, headers=headers
+        )
+    assert result.parts_resumed == 2 and result.parts_uploaded == 3
+    assert all(
+        c.request.headers["x-oss-traffic-limit"] == "1638400" for c in fake.ops("UploadPart")
+    )
+    assert fake.objects["k"][0] == src.read_bytes()
+
+    fake = FakeOss()
+    await interrupted_upload(fake, src)
+    async with client_for(fake) as client:
+        result = await client.bucket("bkt").upload_file(
+            "k", src, 100 * KIB, checkpoint=True, headers={"x-oss-meta-owner": "bob"}
+        )
+    assert result.parts_resumed == 0 and result.parts_uploaded == 5
+    assert len(fake.ops("AbortMultipartUpload")) == 1  # the stale upload is not orphaned
+
+
 async def test_damaged_checkpoint_means_full_upload_and_stale_abort(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
