@@ -15,6 +15,7 @@ import json
 import os
 import resource
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -60,33 +61,71 @@ def _rss_now() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _schedstat_reader() -> Any:
+    """Per-thread ``(run ns, run-queue wait ns)`` of the calling thread, or None (no procfs)."""
+    try:
+        fd = os.open(f"/proc/self/task/{threading.get_native_id()}/schedstat", os.O_RDONLY)
+    except OSError:
+        return None
+
+    def read() -> tuple[int, int]:
+        fields = os.pread(fd, 128, 0).split()
+        return int(fields[0]), int(fields[1])
+
+    return read
+
+
 class Ticker:
-    """Sleeps 1 ms in a loop and records how late each wake-up was."""
+    """Sleeps 1 ms in a loop and records how late each wake-up was.
+
+    Each tick also reads the loop thread's schedstat, so a late tick can be split into the
+    time the thread sat *runnable* in the kernel's run queue (the OS gave the CPU to another
+    thread or process: with client and server on two cores, no client code can avoid that)
+    and the rest (the thread ran, or waited for the GIL: that part is the client's own).
+    """
 
     def __init__(self) -> None:
         self.lateness: list[float] = []
-        self.late_events: list[tuple[float, float]] = []  # (seconds since start, lateness)
+        self.own: list[float] = []  # lateness minus run-queue wait, per tick
+        # (seconds since start, lateness ms, run-queue wait ms, loop-thread CPU ms)
+        self.late_events: list[tuple[float, float, float, float]] = []
         self.origin = time.perf_counter()
         self._stop = False
 
     async def run(self) -> None:
         clock = time.perf_counter
+        sched = _schedstat_reader()
+        ran0, waited0 = sched() if sched else (0, 0)
         while not self._stop:
             start = clock()
             await asyncio.sleep(TICK)
             late = clock() - start - TICK
+            ran, waited = sched() if sched else (0, 0)
+            runq = (waited - waited0) / 1e9
+            cpu = (ran - ran0) / 1e9
+            ran0, waited0 = ran, waited
             self.lateness.append(late)
+            self.own.append(max(0.0, late - runq))
             if late > 0.010 and len(self.late_events) < 50:
-                self.late_events.append((round(start - self.origin, 4), round(late * 1000, 2)))
+                self.late_events.append(
+                    (
+                        round(start - self.origin, 4),
+                        round(late * 1000, 2),
+                        round(runq * 1000, 2),
+                        round(cpu * 1000, 2),
+                    )
+                )
 
     def stop(self) -> None:
         self._stop = True
 
-    def summary(self) -> dict[str, float]:
+    def summary(self) -> dict[str, Any]:
         values = sorted(self.lateness) or [0.0]
+        own = sorted(self.own) or [0.0]
         return {
             "lateness_max_ms": values[-1] * 1000,
             "lateness_p99_ms": values[int(0.99 * (len(values) - 1))] * 1000,
+            "lateness_own_max_ms": own[-1] * 1000,
             "ticks": len(self.lateness),
             "ticks_over_20ms": sum(1 for v in values if v > 0.020),
             "late_events": self.late_events,
@@ -187,6 +226,7 @@ async def _main(job: dict[str, Any]) -> dict[str, Any]:
     await asyncio.sleep(0.05)  # the ticker runs before the upload starts
     ticker.lateness.clear()
     ticker.late_events.clear()
+    ticker.own.clear()
     ticker.origin = time.perf_counter()
     peak_reset = _reset_peak_rss()
     rss_before = _rss_now()

@@ -75,6 +75,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         "file_writes_mib_with": median([r["wchar"] / MiB for r in on]),
                         "lateness_max_ms_with": max(r["lateness_max_ms"] for r in on),
                         "lateness_max_ms_without": max(r["lateness_max_ms"] for r in off),
+                        "lateness_own_max_ms_with": max(
+                            r.get("lateness_own_max_ms", float("nan")) for r in on
+                        ),
+                        "lateness_own_max_ms_without": max(
+                            r.get("lateness_own_max_ms", float("nan")) for r in off
+                        ),
                         "runs_with": on,
                         "runs_without": off,
                     }
@@ -115,6 +121,8 @@ def main(argv: list[str] | None = None) -> None:
             "checkpoint writes MiB",
             "loop late max ms (with)",
             "(without)",
+            "own ms (with)",
+            "(without)",
         ],
         [
             [
@@ -128,6 +136,8 @@ def main(argv: list[str] | None = None) -> None:
                 c["file_writes_mib_with"],
                 c["lateness_max_ms_with"],
                 c["lateness_max_ms_without"],
+                c["lateness_own_max_ms_with"],
+                c["lateness_own_max_ms_without"],
             ]
             for c in doc["cells"]
         ],
