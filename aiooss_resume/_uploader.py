@@ -1246,7 +1246,7 @@ class _Upload:
                 self.bucket,
                 self.key,
                 self.upload_id,
-                [(p.number, p.etag) for p in parts],
+                ((p.number, p.etag) for p in parts),  # lazily: see _client._encode_complete
                 self.headers.complete,
                 self._retry_hook(0),
             )

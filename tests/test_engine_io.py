@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import math
 import os
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -354,3 +355,29 @@ async def test_list_parts_pages_are_decoded_off_the_event_loop(
 
 async def _one(data: bytes) -> AsyncIterator[bytes]:
     yield data
+
+
+async def test_complete_body_is_encoded_from_a_lazy_iterable_in_slices() -> None:
+    """10,000 (number, ETag) tuples alive at once are tracked survivors enough to set off a
+    full garbage collection (measured: a 16-26 ms loop pause at Complete). The encoder must
+    pull at most one slice of them at a time, yielding to the loop between slices."""
+    pulled = 0
+
+    def pairs() -> Iterator[tuple[int, str]]:
+        nonlocal pulled
+        for n in range(1, 10_001):
+            pulled += 1
+            yield n, f'"{n:032X}"'
+
+    pulled_at_each_yield = []
+    coro = _client._encode_complete(pairs())
+    try:
+        while True:
+            coro.send(None)  # runs to the next asyncio.sleep(0)
+            pulled_at_each_yield.append(pulled)
+    except StopIteration as stop:
+        body = stop.value
+    steps = [b - a for a, b in itertools.pairwise([0, *pulled_at_each_yield])]
+    assert len(steps) >= 10_000 // _client._ENCODE_SLICE
+    assert max(steps) <= _client._ENCODE_SLICE
+    assert body == encode_complete_request(list(pairs()))
