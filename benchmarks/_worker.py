@@ -11,6 +11,7 @@ it, as an asyncio application would call them, so their lateness is GIL contenti
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import resource
@@ -73,6 +74,27 @@ def _schedstat_reader() -> Any:
         return int(fields[0]), int(fields[1])
 
     return read
+
+
+class GcWatch:
+    """Records the garbage collections that could explain a late tick: every full
+    (generation 2) one, and any other over 1 ms, as (seconds since start, generation, ms)."""
+
+    def __init__(self) -> None:
+        self.origin = time.perf_counter()
+        self.events: list[tuple[float, int, float]] = []
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            self._start = now
+            return
+        ms = (now - self._start) * 1000
+        if (info["generation"] == 2 or ms > 1.0) and len(self.events) < 50:
+            self.events.append(
+                (round(self._start - self.origin, 4), info["generation"], round(ms, 2))
+            )
 
 
 class Ticker:
@@ -228,6 +250,9 @@ async def _main(job: dict[str, Any]) -> dict[str, Any]:
     ticker.late_events.clear()
     ticker.own.clear()
     ticker.origin = time.perf_counter()
+    gc_watch = GcWatch()
+    gc_watch.origin = ticker.origin
+    gc.callbacks.append(gc_watch)
     peak_reset = _reset_peak_rss()
     rss_before = _rss_now()
     wchar0 = _wchar()
@@ -240,6 +265,7 @@ async def _main(job: dict[str, Any]) -> dict[str, Any]:
     wall = time.perf_counter() - w0
     t1 = os.times()
     ticker.stop()
+    gc.callbacks.remove(gc_watch)
     await tick_task
     wchar = _wchar() - wchar0
     peak = _peak_rss()
@@ -254,6 +280,7 @@ async def _main(job: dict[str, Any]) -> dict[str, Any]:
         "wchar": wchar,
         "loadavg1": os.getloadavg()[0],
         **ticker.summary(),
+        "gc_events": gc_watch.events,
     }
 
 
