@@ -692,12 +692,9 @@ class _Body:
                 self._fail(exc)  # every byte is out: let OSS answer, then fail
 
     async def _check_source(self) -> None:
-        try:
-            current = await self.job.io.run(stat_identity, self.job.path)
-        except FileNotFoundError:
-            raise self._fail(self._changed("it was removed")) from None
-        if current != self.job.identity:
-            raise self._fail(self._changed(_identity_difference(self.job.identity, current)))
+        change = await self.job._source_change()
+        if change is not None:
+            raise self._fail(self._changed(change))
 
     def _changed(self, detail: str) -> FileChangedError:
         if not self.whole_object:
@@ -806,13 +803,18 @@ class _Upload:
             "upload was not completed, run the upload again"
         )
 
-    async def _check_source_unchanged(self) -> None:
+    async def _source_change(self) -> str | None:
+        """How the source differs from the identity taken at the start, or None."""
         try:
             current = await self.io.run(stat_identity, self.path)
         except FileNotFoundError:
-            raise self._file_changed("it was removed") from None
-        if current != self.identity:
-            raise self._file_changed(_identity_difference(self.identity, current))
+            return "it was removed"
+        return None if current == self.identity else _identity_difference(self.identity, current)
+
+    async def _check_source_unchanged(self) -> None:
+        change = await self._source_change()
+        if change is not None:
+            raise self._file_changed(change)
 
     # ------------------------------------------------------------------ one request
 

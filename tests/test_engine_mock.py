@@ -479,10 +479,10 @@ async def test_lost_complete_with_other_content_fails(tmp_path: Path) -> None:
     assert "does not hold this file" in " ".join(info.value.__notes__)
 
 
-async def test_killed_after_complete_finishes_without_resending(tmp_path: Path) -> None:
-    fake = FakeOss()
-    src = make_file(tmp_path, 250 * KIB)
-    cp = tmp_path / "src.bin.cp"
+async def complete_leaving_checkpoint(fake: FakeOss, client: oss.Client, src: Path) -> Path:
+    """Upload ``src`` to "k", then put back the checkpoint as it was when Complete was sent:
+    as if the run had been killed between Complete and the checkpoint's deletion."""
+    cp = Path(str(src) + ".cp")
     saved: list[bytes] = []
 
     async def keep_checkpoint(call: Call) -> oss.HttpResponse | None:
@@ -491,10 +491,18 @@ async def test_killed_after_complete_finishes_without_resending(tmp_path: Path) 
         return None
 
     fake.fault = keep_checkpoint
+    await client.bucket("bkt").upload_file("k", src, 100 * KIB, checkpoint=True)
+    fake.fault = None
+    cp.write_bytes(saved[0])
+    fake.calls.clear()
+    return cp
+
+
+async def test_killed_after_complete_finishes_without_resending(tmp_path: Path) -> None:
+    fake = FakeOss()
+    src = make_file(tmp_path, 250 * KIB)
     async with client_for(fake) as client:
-        await client.bucket("bkt").upload_file("k", src, 100 * KIB, checkpoint=True)
-        cp.write_bytes(saved[0])  # as if killed between Complete and the checkpoint delete
-        fake.calls.clear()
+        cp = await complete_leaving_checkpoint(fake, client, src)
         result = await client.bucket("bkt").upload_file("k", src, 100 * KIB, checkpoint=True)
     assert [c.op for c in fake.calls] == ["ListParts", "HeadObject"]
     assert result.parts_resumed == 3 and result.parts_uploaded == 0

@@ -20,7 +20,13 @@ from aiooss_resume._checkpoint import decode_checkpoint
 from aiooss_resume._http import HttpRequest, HttpResponse
 
 from .fake_oss import Call, FakeOss, error
-from .test_engine_mock import assert_progress_monotone, client_for, collect, make_file
+from .test_engine_mock import (
+    assert_progress_monotone,
+    client_for,
+    collect,
+    complete_leaving_checkpoint,
+    make_file,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -95,18 +101,8 @@ async def test_progress_reaches_the_size_when_every_part_was_resumed(tmp_path: P
 async def test_progress_of_a_run_killed_after_complete(tmp_path: Path) -> None:
     fake = FakeOss()
     src = make_file(tmp_path, 250 * KIB)
-    cp = tmp_path / "src.bin.cp"
-    saved: list[bytes] = []
-
-    async def keep_checkpoint(call: Call) -> oss.HttpResponse | None:
-        if call.op == "CompleteMultipartUpload":
-            saved.append(cp.read_bytes())
-        return None
-
-    fake.fault = keep_checkpoint
     async with client_for(fake) as client:
-        await client.bucket("bkt").upload_file("k", src, 100 * KIB, checkpoint=True)
-        cp.write_bytes(saved[0])  # as if killed between Complete and the checkpoint delete
+        await complete_leaving_checkpoint(fake, client, src)
         events, hook = collect()
         await client.bucket("bkt").upload_file(
             "k", src, 100 * KIB, checkpoint=True, on_progress=hook
