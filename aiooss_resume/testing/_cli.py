@@ -7,7 +7,10 @@ process can start the server with ``--port 0`` and read where it listens. A shor
 summary goes to stderr. SIGINT or SIGTERM stop it cleanly with exit status 0.
 
 Credentials: ``--access-key-id``/``--access-key-secret``, else the environment variables
-``OSS_ACCESS_KEY_ID``/``OSS_ACCESS_KEY_SECRET``, else the emulator's fixed demo values.
+``OSS_ACCESS_KEY_ID``/``OSS_ACCESS_KEY_SECRET``, else the emulator's fixed demo values
+(``DEFAULT_ACCESS_KEY_ID``/``DEFAULT_ACCESS_KEY_SECRET``). The stderr summary shows the key id
+and, when it is the demo value, the secret; a secret given by option or environment is never
+printed (it may be a real one: the same variables configure the library's clients).
 Faults: ``--fault SPEC`` (repeatable), in the text form documented in ``_faults``.
 """
 
@@ -24,7 +27,13 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from ._faults import ChaosSpec, Fault, parse_fault_spec
-from ._server import DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, DEFAULT_REGION, OssServer
+from ._server import (
+    DEFAULT_ACCESS_KEY_ID,
+    DEFAULT_ACCESS_KEY_SECRET,
+    DEFAULT_REGION,
+    DEFAULT_REQUEST_TIMEOUT,
+    OssServer,
+)
 
 __all__ = ["add_serve_arguments", "run_serve", "serve_main"]
 
@@ -45,12 +54,37 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--root", default=None, help="directory for objects and uploads (default: temporary)"
     )
-    parser.add_argument("--access-key-id", default=None, help="accepted AccessKey ID")
-    parser.add_argument("--access-key-secret", default=None, help="accepted AccessKey secret")
+    parser.add_argument(
+        "--access-key-id",
+        default=None,
+        help="accepted AccessKey ID (default: $OSS_ACCESS_KEY_ID if set, else the demo value "
+        f"{DEFAULT_ACCESS_KEY_ID})",
+    )
+    parser.add_argument(
+        "--access-key-secret",
+        default=None,
+        help="accepted AccessKey secret (default: $OSS_ACCESS_KEY_SECRET if set, else the demo "
+        f"value {DEFAULT_ACCESS_KEY_SECRET})",
+    )
     parser.add_argument(
         "--security-token", default=None, help="require this STS token on every request"
     )
     parser.add_argument("--region", default=DEFAULT_REGION, help="region V4 signatures must use")
+    parser.add_argument(
+        "--virtual-host-base",
+        default="localhost",
+        metavar="HOST",
+        help="also read the bucket from a Host of BUCKET.HOST (default: localhost); Hosts of "
+        "the form BUCKET.oss-REGION[-internal].aliyuncs.com always are",
+    )
+    parser.add_argument(
+        "--request-timeout",
+        type=float,
+        default=DEFAULT_REQUEST_TIMEOUT,
+        metavar="SECONDS",
+        help="answer 400 RequestTimeout when a request body sends no byte for this long "
+        f"(default: {DEFAULT_REQUEST_TIMEOUT:g})",
+    )
     parser.add_argument(
         "--bucket",
         action="append",
@@ -99,6 +133,8 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
         _faults_from(args)
     except ValueError as exc:
         parser.error(str(exc))
+    if not args.request_timeout > 0:
+        parser.error("--request-timeout must be a positive number of seconds")
     return run_serve(args)
 
 
@@ -115,6 +151,9 @@ def run_serve(args: argparse.Namespace) -> int:
         faults = _faults_from(args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    if not args.request_timeout > 0:  # also NaN
+        print("error: --request-timeout must be a positive number of seconds", file=sys.stderr)  # noqa: T201
         return 2
     try:
         return asyncio.run(_serve(args, faults))
@@ -140,6 +179,8 @@ async def _serve(args: argparse.Namespace, faults: list[Fault | ChaosSpec]) -> i
         max_skew=timedelta(seconds=args.max_skew),
         list_parts_page_size=args.list_parts_page_size,
         namespace_xml=args.namespace_xml,
+        virtual_host_base=args.virtual_host_base or None,
+        request_timeout=args.request_timeout,
     )
     for rule in faults:
         if isinstance(rule, Fault):
@@ -153,8 +194,14 @@ async def _serve(args: argparse.Namespace, faults: list[Fault | ChaosSpec]) -> i
             loop.add_signal_handler(signum, stop.set)
     async with server:
         print(server.endpoint, flush=True)  # noqa: T201  (the CLI's contract)
+        credentials = server.credentials
+        secret = (
+            f"secret {credentials.access_key_secret}"
+            if credentials.access_key_secret == DEFAULT_ACCESS_KEY_SECRET
+            else "secret as configured (not shown)"
+        )
         print(  # noqa: T201
-            f"OSS emulator: access key id {server.credentials.access_key_id}, "
+            f"OSS emulator: access key id {credentials.access_key_id}, {secret}, "
             f"region {server.region}, root {server.root}; Ctrl-C to stop",
             file=sys.stderr,
             flush=True,

@@ -30,7 +30,9 @@ __all__ = [
     "OPERATIONS",
     "OssHttpError",
     "Target",
+    "host_bucket",
     "parse_target",
+    "parse_target_candidates",
     "route",
     "validate_bucket_name",
     "validate_key",
@@ -110,6 +112,11 @@ _DEFAULTS: Final[Mapping[str, tuple[str, str]]] = {
     "NoSuchKey": ("The specified key does not exist.", "0026-00000001"),
     "NoSuchUpload": ("The specified upload does not exist.", "0042-00000002"),
     "NotImplemented": ("This operation is not implemented by the emulator.", "0000-00000501"),
+    "RequestTimeout": (
+        "Your socket connection to the server was not read from or written to within the "
+        "timeout period.",
+        "0002-00000008",
+    ),
     "RequestTimeTooSkewed": (
         "The difference between the request time and the current time is too large.",
         "0002-00000504",
@@ -232,11 +239,46 @@ def parse_query(raw_query: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def parse_target(raw_target: str, host: str = "", virtual_host_base: str | None = None) -> Target:
-    """Parse a raw request target (``/bucket/enc-key?query``) into the logical target.
+# spec 1.1: BUCKET.oss-REGION.aliyuncs.com and BUCKET.oss-REGION-internal.aliyuncs.com. Node's
+# ali-oss keeps such a Host even when it connects to an IP endpoint (it sets the header itself).
+_OSS_VIRTUAL_HOST: Final = re.compile(r"([^.]+)\.oss-[a-z0-9-]+\.aliyuncs\.com", re.ASCII)
 
-    With ``virtual_host_base`` set and a Host header ending in ``.<virtual_host_base>``, the
-    leading Host label is the bucket and the whole path is the key (spec 1.3).
+
+def host_bucket(
+    host: str, virtual_host_base: str | None = None, cname: Mapping[str, str] | None = None
+) -> str | None:
+    """The bucket a virtual-hosted Host header names, or None for a path-style request.
+
+    ``cname`` maps whole host names (lower case, no port) to buckets; then a Host of
+    ``BUCKET.<virtual_host_base>`` names ``BUCKET``, and so does
+    ``BUCKET.oss-REGION[-internal].aliyuncs.com``. The port is ignored, case too.
+    """
+    hostname = _strip_port(host).lower()
+    if not hostname:
+        return None
+    if cname and hostname in cname:
+        return cname[hostname]
+    if virtual_host_base and hostname.endswith("." + virtual_host_base.lower()):
+        return hostname[: -len(virtual_host_base) - 1]
+    match = _OSS_VIRTUAL_HOST.fullmatch(hostname)
+    return match.group(1) if match else None
+
+
+def parse_target_candidates(
+    raw_target: str,
+    host: str = "",
+    virtual_host_base: str | None = None,
+    cname: Mapping[str, str] | None = None,
+) -> tuple[Target, ...]:
+    """The logical targets a request may mean, the most likely first (one or two).
+
+    A path-style request (the Host names no bucket, see :func:`host_bucket`) has one: the
+    first path segment is the bucket, the rest the key (spec 1.3-1.5). A virtual-hosted one
+    means the Host's bucket and the whole path as the key; when the path also starts with
+    that bucket's name (clients that keep the virtual Host with path style, such as ali-oss
+    with ``sldEnable``) it may instead mean the rest of the path as the key. Both versions
+    sign the bucket and key, so the signature tells the two apart: the server takes the
+    candidate whose signature verifies.
     """
     if "://" in raw_target.split("?", 1)[0]:
         # absolute-form request target (proxies): drop scheme and authority
@@ -247,18 +289,34 @@ def parse_target(raw_target: str, host: str = "", virtual_host_base: str | None 
     query = parse_query(raw_query)
     if not path.startswith("/"):
         raise OssHttpError("InvalidURI", "The request target must start with '/'.")
-    hostname = _strip_port(host).lower()
-    if virtual_host_base and hostname.endswith("." + virtual_host_base.lower()):
-        bucket = hostname[: -len(virtual_host_base) - 1]
-        key = _decode_path(path[1:])
-        return Target(bucket, key if key else None, query)
     rest = path[1:]
-    if not rest:
-        return Target(None, None, query)
     raw_bucket, slash, raw_key = rest.partition("/")
-    bucket = _decode_path(raw_bucket)
+    bucket = host_bucket(host, virtual_host_base, cname)
+    if bucket is not None:
+        key = _decode_path(rest)
+        virtual = Target(bucket, key if key else None, query)
+        if slash and _decode_path(raw_bucket) == bucket:
+            path_key = _decode_path(raw_key)
+            return virtual, Target(bucket, path_key if path_key else None, query)
+        return (virtual,)
+    if not rest:
+        return (Target(None, None, query),)
     key = _decode_path(raw_key) if slash else ""
-    return Target(bucket, key if key else None, query)
+    return (Target(_decode_path(raw_bucket), key if key else None, query),)
+
+
+def parse_target(
+    raw_target: str,
+    host: str = "",
+    virtual_host_base: str | None = None,
+    cname: Mapping[str, str] | None = None,
+) -> Target:
+    """Parse a raw request target (``/bucket/enc-key?query``) into the logical target.
+
+    When the Host names a bucket (:func:`host_bucket`), that is the bucket and the whole path
+    is the key (spec 1.3). This is the first of :func:`parse_target_candidates`.
+    """
+    return parse_target_candidates(raw_target, host, virtual_host_base, cname)[0]
 
 
 def _strip_port(host: str) -> str:

@@ -5,14 +5,19 @@ Theory of operation
 One low-level ``aiohttp.web.Server`` handler serves every request, because OSS routes on the
 *raw* request target and the query (spec 11.2), not on URL patterns. Per request:
 
-1. Parse the raw target into bucket, key and decoded query (``_protocol.parse_target``) and
-   pick the operation (``_protocol.route``). Validate the bucket name.
+1. Parse the raw target and the Host header into bucket, key and decoded query
+   (``_protocol.parse_target_candidates``: path style, or virtual-hosted when the Host is
+   ``BUCKET.<virtual_host_base>``, ``BUCKET.oss-REGION[-internal].aliyuncs.com`` or a
+   ``cname`` host) and pick the operation (``_protocol.route``). Validate the bucket name.
 2. Authenticate (``_auth.verify_request``: V1 or V4, STS token, clock skew), with the
-   server's clock.
+   server's clock. A virtual Host with a path that also starts with its bucket can mean
+   either key; the one the client signed is taken.
 3. Resolve the bucket: fixed list (unknown gives ``NoSuchBucket``) or created on first use.
    Validate the key.
 4. Ask the fault plan (``_faults``) what to do to this request, then run the operation,
-   streaming any body to the store in 1 MiB pieces hashed off the event loop.
+   streaming any body to the store in 1 MiB pieces hashed off the event loop. A body that
+   sends no byte for ``request_timeout`` seconds ends as 400 ``RequestTimeout`` with
+   ``Connection: close`` and leaves nothing stored (an inactivity limit, not a total one).
 5. Every answer carries ``x-oss-request-id`` (24 upper-case hex), ``Date`` (server clock) and
    ``Server: AliyunOSS``; errors are OSS error documents (or, for HEAD, the ``x-oss-err``
    header) with ``x-oss-ec``.
@@ -79,7 +84,7 @@ from ._protocol import (
     MIN_PART_SIZE,
     OssHttpError,
     Target,
-    parse_target,
+    parse_target_candidates,
     route,
     validate_bucket_name,
     validate_key,
@@ -100,6 +105,7 @@ __all__ = [
     "DEFAULT_ACCESS_KEY_ID",
     "DEFAULT_ACCESS_KEY_SECRET",
     "DEFAULT_REGION",
+    "DEFAULT_REQUEST_TIMEOUT",
     "OssServer",
     "RequestRecord",
     "ServerCredentials",
@@ -114,6 +120,8 @@ DEFAULT_ACCESS_KEY_ID: Final = "AKIDEXAMPLEEMULATOR0001"
 DEFAULT_ACCESS_KEY_SECRET: Final = "EmulatorSecretKeyEXAMPLEnotARealSecret00"
 """The emulator's fixed demo AccessKey secret."""
 DEFAULT_REGION: Final = "cn-hangzhou"
+DEFAULT_REQUEST_TIMEOUT: Final = 60.0
+"""Seconds a request body may send nothing before the emulator answers ``RequestTimeout``."""
 
 _CHUNK: Final = 1024 * 1024
 _MAX_COMPLETE_BODY: Final = 4 * 1024 * 1024  # 10,000 parts need ~1 MB of XML
@@ -235,6 +243,18 @@ class _Ctx:
     bytes_received: int = 0
     effect: Effect | None = None
     continued: bool = False
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+
+    async def read_chunk(self) -> bytes:
+        """The next piece of the body (``b""`` at its end); ``RequestTimeout`` when idle.
+
+        The limit is on each wait, not on the whole body: a slow but moving upload (or a
+        throttling fault, which sleeps between reads) never trips it.
+        """
+        try:
+            return await asyncio.wait_for(self.request.content.readany(), self.request_timeout)
+        except TimeoutError:
+            raise OssHttpError("RequestTimeout", headers={"Connection": "close"}) from None
 
     async def body_wanted(self) -> None:
         """Say ``100 Continue`` to a client that waits for it, once, before reading a body.
@@ -332,11 +352,25 @@ class OssServer:
         list_parts_page_size: int | None = None,
         namespace_xml: bool = False,
         virtual_host_base: str | None = "localhost",
+        cname: Mapping[str, str] | None = None,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
     ) -> None:
         if store not in ("disk", "discard"):
             raise ValueError("store must be 'disk' or 'discard'")
         if list_parts_page_size is not None and not 1 <= list_parts_page_size <= 1000:
             raise ValueError("list_parts_page_size must be within 1..1000")
+        if isinstance(request_timeout, bool) or not isinstance(request_timeout, (int, float)):
+            raise TypeError("request_timeout must be a number of seconds")
+        if not request_timeout > 0:  # also refuses NaN
+            raise ValueError("request_timeout must be positive")
+        self._cname = {h.lower(): b for h, b in (cname or {}).items()}
+        for host, bucket in self._cname.items():
+            try:
+                validate_bucket_name(bucket)
+            except OssHttpError:
+                raise ValueError(f"invalid bucket name {bucket!r} for cname {host!r}") from None
+        self.request_timeout = float(request_timeout)
+        """Seconds a request body may stay silent before ``RequestTimeout``; changeable."""
         self._root_arg = Path(root) if root is not None else None
         self._host = host
         self._port = port
@@ -519,35 +553,19 @@ class OssServer:
         return now if now.tzinfo is not None else now.replace(tzinfo=UTC)
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        ctx = _Ctx(request=request, request_id=secrets.token_hex(12).upper())
+        ctx = _Ctx(
+            request=request,
+            request_id=secrets.token_hex(12).upper(),
+            request_timeout=self.request_timeout,
+        )
         response: web.StreamResponse | None = None
         code = ""
         tracked = False
         try:
             try:
-                target = parse_target(request.raw_path, request.host, self._virtual_host_base)
-                ctx.bucket, ctx.key = target.bucket, target.key
-                ctx.upload_id = target.query_map.get("uploadId")
-                ctx.part_number = _part_number_value(target)
-                ctx.operation = route(request.method, target)
-                assert target.bucket is not None  # route() refuses service-level requests
-                validate_bucket_name(target.bucket)
                 headers = headers_for_signing(request.headers.items())
-                verify_request(
-                    method=request.method,
-                    bucket=target.bucket,
-                    key=target.key,
-                    query=target.query,
-                    headers=headers,
-                    config=AuthConfig(
-                        self._credentials.access_key_id,
-                        self._credentials.access_key_secret,
-                        self._region,
-                        self._credentials.security_token,
-                        self.max_skew,
-                    ),
-                    now=self._now(),
-                )
+                target = self._authenticate(ctx, headers)
+                assert target.bucket is not None  # route() refuses service-level requests
                 await self._resolve_bucket(target.bucket, ctx.operation)
                 if target.key is not None:
                     validate_key(target.key)
@@ -616,6 +634,61 @@ class OssServer:
             # The transport is already closed; aiohttp discards whatever is returned.
             return web.Response(status=499)
         return response
+
+    def _authenticate(self, ctx: _Ctx, headers: Mapping[str, str]) -> Target:
+        """Parse, route and verify the request; the logical target its signature covers.
+
+        With two candidate targets (see ``parse_target_candidates``), a signature mismatch on
+        the first one makes the second one tried; if neither verifies, the first one's error
+        is the answer.
+        """
+        request = ctx.request
+        candidates = parse_target_candidates(
+            request.raw_path, request.host, self._virtual_host_base, self._cname
+        )
+        first_state = (ctx.bucket, ctx.key, ctx.upload_id, ctx.part_number, ctx.operation)
+        first_error: OssHttpError | None = None
+        for target in candidates:
+            ctx.bucket, ctx.key = target.bucket, target.key
+            ctx.upload_id = target.query_map.get("uploadId")
+            ctx.part_number = _part_number_value(target)
+            state = (ctx.bucket, ctx.key, ctx.upload_id, ctx.part_number, ctx.operation)
+            try:
+                ctx.operation = route(request.method, target)
+                state = (ctx.bucket, ctx.key, ctx.upload_id, ctx.part_number, ctx.operation)
+                assert target.bucket is not None  # route() refuses service-level requests
+                validate_bucket_name(target.bucket)
+            except OssHttpError as error:
+                # a shape this reading cannot have; another reading may still be signed
+                if first_error is None:
+                    first_error, first_state = error, state
+                continue
+            try:
+                verify_request(
+                    method=request.method,
+                    bucket=target.bucket,
+                    key=target.key,
+                    query=target.query,
+                    headers=headers,
+                    config=AuthConfig(
+                        self._credentials.access_key_id,
+                        self._credentials.access_key_secret,
+                        self._region,
+                        self._credentials.security_token,
+                        self.max_skew,
+                    ),
+                    now=self._now(),
+                )
+            except OssHttpError as error:
+                if error.code != "SignatureDoesNotMatch":
+                    raise  # the same for every reading, or this one's signature matched
+                if first_error is None:
+                    first_error, first_state = error, state
+                continue
+            return target
+        assert first_error is not None
+        ctx.bucket, ctx.key, ctx.upload_id, ctx.part_number, ctx.operation = first_state
+        raise first_error
 
     @staticmethod
     def _abort(request: web.BaseRequest) -> None:
@@ -813,7 +886,7 @@ class OssServer:
         if reset_at == 0:
             raise _Dropped("reset_after_bytes")
         while True:
-            chunk = await ctx.request.content.readany()
+            chunk = await ctx.read_chunk()
             if not chunk:
                 break
             ctx.bytes_received += len(chunk)
@@ -867,7 +940,7 @@ class OssServer:
 
         try:
             while True:
-                chunk = await ctx.request.content.readany()
+                chunk = await ctx.read_chunk()
                 if not chunk:
                     break
                 ctx.bytes_received += len(chunk)
@@ -1063,7 +1136,7 @@ class OssServer:
         await ctx.body_wanted()
         data = bytearray()
         while True:
-            chunk = await ctx.request.content.readany()
+            chunk = await ctx.read_chunk()
             if not chunk:
                 break
             ctx.bytes_received += len(chunk)
@@ -1368,6 +1441,8 @@ class ThreadedOssServer:
         list_parts_page_size: int | None = None,
         namespace_xml: bool = False,
         virtual_host_base: str | None = "localhost",
+        cname: Mapping[str, str] | None = None,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
     ) -> None:
         self.server = OssServer(
             root,
@@ -1384,6 +1459,8 @@ class ThreadedOssServer:
             list_parts_page_size=list_parts_page_size,
             namespace_xml=namespace_xml,
             virtual_host_base=virtual_host_base,
+            cname=cname,
+            request_timeout=request_timeout,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
