@@ -364,11 +364,13 @@ class OssServer:
         if not request_timeout > 0:  # also refuses NaN
             raise ValueError("request_timeout must be positive")
         self._cname = {h.lower(): b for h, b in (cname or {}).items()}
-        for host, bucket in self._cname.items():
+        for cname_host, cname_bucket in self._cname.items():
             try:
-                validate_bucket_name(bucket)
+                validate_bucket_name(cname_bucket)
             except OssHttpError:
-                raise ValueError(f"invalid bucket name {bucket!r} for cname {host!r}") from None
+                raise ValueError(
+                    f"invalid bucket name {cname_bucket!r} for cname {cname_host!r}"
+                ) from None
         self.request_timeout = float(request_timeout)
         """Seconds a request body may stay silent before ``RequestTimeout``; changeable."""
         self._root_arg = Path(root) if root is not None else None
