@@ -194,3 +194,100 @@ def test_add_serve_arguments_defaults() -> None:
     )
     assert args.buckets == ["a-b", "c-d"]
     assert args.faults == ["PutObject:delay=1"]
+
+
+def _stop(process: subprocess.Popen[str]) -> str:
+    """SIGINT, wait (bounded), assert a clean exit; the whole stderr."""
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=EXIT_TIMEOUT)
+    assert process.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    return stderr
+
+
+def test_banner_shows_the_demo_key_id_and_secret() -> None:
+    env = dict.fromkeys(("OSS_ACCESS_KEY_ID", "OSS_ACCESS_KEY_SECRET"), "")
+    with serve(env=env) as (endpoint, process):
+        assert (
+            _put(endpoint, "d", b"demo", DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET)[0] == 200
+        )
+        stderr = _stop(process)
+    assert f"access key id {DEFAULT_ACCESS_KEY_ID}," in stderr
+    assert f"secret {DEFAULT_ACCESS_KEY_SECRET}," in stderr
+
+
+def test_banner_never_prints_a_configured_secret() -> None:
+    env = {"OSS_ACCESS_KEY_ID": "ENVAK", "OSS_ACCESS_KEY_SECRET": "ENV-SECRET-VALUE"}
+    with serve(env=env) as (endpoint, process):
+        assert _put(endpoint, "e", b"env", "ENVAK", "ENV-SECRET-VALUE")[0] == 200
+        stderr = _stop(process)
+    assert "access key id ENVAK," in stderr
+    assert "ENV-SECRET-VALUE" not in stderr
+    assert "secret as configured (not shown)" in stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param(MODULE_SERVE, id="python -m aiooss_resume.testing serve"),
+        pytest.param(None, id="aiooss-resume serve"),
+    ],
+)
+def test_serve_help_names_the_demo_credentials_and_the_env_override(
+    command: tuple[str, ...] | None,
+) -> None:
+    argv = command if command is not None else (_console_script(), "serve")
+    result = subprocess.run(
+        [*argv, "--help"], capture_output=True, text=True, timeout=STARTUP_TIMEOUT,
+        env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())  # argparse wraps lines
+    assert "$OSS_ACCESS_KEY_ID" in text and "$OSS_ACCESS_KEY_SECRET" in text
+    assert DEFAULT_ACCESS_KEY_ID in text and DEFAULT_ACCESS_KEY_SECRET in text
+    for option in ("--virtual-host-base", "--cname", "--request-timeout"):
+        assert option in text
+
+
+def test_serve_virtual_host_base_and_cname_options(tmp_path: Path) -> None:
+    with serve(
+        "--root", str(tmp_path), "--virtual-host-base", "emu.test",
+        "--cname", "files.example.test=cname-bucket", "--request-timeout", "30",
+    ) as (endpoint, process):  # fmt: skip
+        for host, bucket in (
+            ("cli-bucket.emu.test", "cli-bucket"),
+            ("files.example.test", "cname-bucket"),
+        ):
+            headers = sign_request(
+                method="PUT", bucket=bucket, key="v.txt", query=[],
+                headers={"Host": host, "Content-Type": "text/plain"},
+                access_key_id=DEFAULT_ACCESS_KEY_ID, access_key_secret=DEFAULT_ACCESS_KEY_SECRET,
+                security_token=None,
+                version="v1", region="cn-hangzhou", now=datetime.now(UTC),
+            )  # fmt: skip
+            request = urllib.request.Request(
+                f"{endpoint}/v.txt", data=host.encode(), method="PUT", headers=headers
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:
+                assert response.status == 200
+            objects = tmp_path / "buckets" / bucket / "objects"
+            assert any(objects.iterdir()), f"nothing stored in {bucket}"
+        _stop(process)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--request-timeout", "0"], "--request-timeout must be a positive"),
+        (["--request-timeout", "nan"], "--request-timeout must be a positive"),
+        (["--cname", "no-equals-sign"], "--cname wants HOST=BUCKET"),
+        (["--cname", "files.example.test=Bad_Bucket"], "invalid bucket name"),
+    ],
+)
+def test_bad_serve_options_are_usage_errors(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        serve_main(["serve", *args])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err

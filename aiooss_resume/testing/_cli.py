@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from ._faults import ChaosSpec, Fault, parse_fault_spec
+from ._protocol import OssHttpError, validate_bucket_name
 from ._server import (
     DEFAULT_ACCESS_KEY_ID,
     DEFAULT_ACCESS_KEY_SECRET,
@@ -76,6 +77,15 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="HOST",
         help="also read the bucket from a Host of BUCKET.HOST (default: localhost); Hosts of "
         "the form BUCKET.oss-REGION[-internal].aliyuncs.com always are",
+    )
+    parser.add_argument(
+        "--cname",
+        action="append",
+        dest="cnames",
+        default=[],
+        metavar="HOST=BUCKET",
+        help="a Host of HOST (any port) means BUCKET, the whole path being the key, as for a "
+        "custom domain (repeatable)",
     )
     parser.add_argument(
         "--request-timeout",
@@ -133,9 +143,32 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
         _faults_from(args)
     except ValueError as exc:
         parser.error(str(exc))
-    if not args.request_timeout > 0:
-        parser.error("--request-timeout must be a positive number of seconds")
+    try:
+        _check_options(args)
+    except ValueError as exc:
+        parser.error(str(exc))
     return run_serve(args)
+
+
+def _cnames_from(args: argparse.Namespace) -> dict[str, str]:
+    cnames: dict[str, str] = {}
+    for spec in args.cnames:
+        host, sep, bucket = spec.partition("=")
+        if not sep or not host.strip() or not bucket.strip():
+            raise ValueError(f"--cname wants HOST=BUCKET, not {spec!r}")
+        cnames[host.strip().lower()] = bucket.strip()
+    return cnames
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Refuse option values the server would refuse, as a usage error rather than a traceback."""
+    if not args.request_timeout > 0:  # also NaN
+        raise ValueError("--request-timeout must be a positive number of seconds")
+    for bucket in _cnames_from(args).values():
+        try:
+            validate_bucket_name(bucket)
+        except OssHttpError:
+            raise ValueError(f"--cname: invalid bucket name {bucket!r}") from None
 
 
 def _faults_from(args: argparse.Namespace) -> list[Fault | ChaosSpec]:
@@ -152,8 +185,10 @@ def run_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201
         return 2
-    if not args.request_timeout > 0:  # also NaN
-        print("error: --request-timeout must be a positive number of seconds", file=sys.stderr)  # noqa: T201
+    try:
+        _check_options(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)  # noqa: T201
         return 2
     try:
         return asyncio.run(_serve(args, faults))
@@ -181,6 +216,7 @@ async def _serve(args: argparse.Namespace, faults: list[Fault | ChaosSpec]) -> i
         namespace_xml=args.namespace_xml,
         virtual_host_base=args.virtual_host_base or None,
         request_timeout=args.request_timeout,
+        cname=_cnames_from(args),
     )
     for rule in faults:
         if isinstance(rule, Fault):
