@@ -20,10 +20,10 @@ import aiohttp
 import pytest
 
 from aiooss_resume._signing import SignatureVersion, sign_request
-from aiooss_resume._xml import decode_error
+from aiooss_resume._xml import decode_complete_result, decode_error, decode_initiate_result
 from aiooss_resume.testing import OssServer, ThreadedOssServer
 
-from .emulator_helpers import BUCKET, oss_request
+from .emulator_helpers import BUCKET, complete_xml, oss_request
 
 pytestmark = pytest.mark.anyio
 
@@ -279,3 +279,47 @@ async def test_request_timeout_is_per_wait_not_per_body(tmp_path: Path) -> None:
         )  # fmt: skip
         assert reply.status == 200, reply.body
         assert server.read_object(BUCKET, "slow.bin") == b"z" * 120
+
+
+def test_request_timeout_attribute_is_checked_too() -> None:
+    server = OssServer(request_timeout=5)
+    assert server.request_timeout == 5.0
+    server.request_timeout = 0.25
+    assert server.request_timeout == 0.25
+    with pytest.raises(ValueError, match="positive"):
+        server.request_timeout = 0
+    with pytest.raises(TypeError):
+        server.request_timeout = "1"  # type: ignore[assignment]
+    threaded = ThreadedOssServer()
+    threaded.request_timeout = 2
+    assert threaded.server.request_timeout == 2.0
+
+
+async def test_virtual_hosted_answers_name_the_host_as_oss_does(
+    server: OssServer, session: aiohttp.ClientSession
+) -> None:
+    """HostId and the Complete Location do not repeat the bucket the Host already names."""
+    host = f"{BUCKET}.oss-cn-hangzhou.aliyuncs.com"
+    refused = await oss_request(
+        session, server, "PUT", "k", raw_path="/k", headers={"Host": host}, secret="wrong"
+    )
+    assert refused.code == "SignatureDoesNotMatch"
+    assert refused.error.host_id == host
+    initiate = await oss_request(
+        session, server, "POST", "k", raw_path="/k", query=[("uploads", "")],
+        headers={"Host": host},
+    )  # fmt: skip
+    upload_id = decode_initiate_result(initiate.body).upload_id
+    part = await oss_request(
+        session, server, "PUT", "k", raw_path="/k", headers={"Host": host}, body=b"p",
+        query=[("partNumber", "1"), ("uploadId", upload_id)],
+    )  # fmt: skip
+    done = await oss_request(
+        session, server, "POST", "k", raw_path="/k", headers={"Host": host},
+        query=[("uploadId", upload_id)], body=complete_xml([(1, part.headers["ETag"])]),
+    )  # fmt: skip
+    assert done.status == 200, done.body
+    assert decode_complete_result(done.body).location == f"http://{host}/k"
+    # path style keeps the bucket in both
+    plain = await oss_request(session, server, "PUT", "k", secret="wrong")
+    assert plain.error.host_id == f"{BUCKET}.{server.host}"

@@ -84,6 +84,7 @@ from ._protocol import (
     MIN_PART_SIZE,
     OssHttpError,
     Target,
+    host_bucket,
     parse_target_candidates,
     route,
     validate_bucket_name,
@@ -327,6 +328,14 @@ def _parse_range(value: str, size: int) -> tuple[int, int] | None:
     return start, min(end, size - 1)
 
 
+def _check_request_timeout(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError("request_timeout must be a number of seconds")
+    if not value > 0:  # also refuses NaN
+        raise ValueError("request_timeout must be positive")
+    return float(value)
+
+
 @final
 class OssServer:
     """A local OSS-compatible server (async context manager).
@@ -361,10 +370,6 @@ class OssServer:
             raise ValueError("store must be 'disk' or 'discard'")
         if list_parts_page_size is not None and not 1 <= list_parts_page_size <= 1000:
             raise ValueError("list_parts_page_size must be within 1..1000")
-        if isinstance(request_timeout, bool) or not isinstance(request_timeout, (int, float)):
-            raise TypeError("request_timeout must be a number of seconds")
-        if not request_timeout > 0:  # also refuses NaN
-            raise ValueError("request_timeout must be positive")
         self._cname = {h.lower(): b for h, b in (cname or {}).items()}
         for cname_host, cname_bucket in self._cname.items():
             try:
@@ -373,8 +378,7 @@ class OssServer:
                 raise ValueError(
                     f"invalid bucket name {cname_bucket!r} for cname {cname_host!r}"
                 ) from None
-        self.request_timeout = float(request_timeout)
-        """Seconds a request body may stay silent before ``RequestTimeout``; changeable."""
+        self._request_timeout = _check_request_timeout(request_timeout)
         self._root_arg = Path(root) if root is not None else None
         self._host = host
         self._port = port
@@ -509,6 +513,15 @@ class OssServer:
     @property
     def store_mode(self) -> StoreMode:
         return self._store_mode
+
+    @property
+    def request_timeout(self) -> float:
+        """Seconds a request body may stay silent before ``RequestTimeout``; settable."""
+        return self._request_timeout
+
+    @request_timeout.setter
+    def request_timeout(self, value: float) -> None:
+        self._request_timeout = _check_request_timeout(value)
 
     # -- assertion helpers (synchronous: small file reads, for tests)
 
@@ -722,8 +735,16 @@ class OssServer:
             return _ROOT_TAG.sub(lambda m: m.group(1) + _XMLNS, body, count=1)
         return body
 
+    def _virtual_hosted(self, ctx: _Ctx) -> bool:
+        """Whether the request's Host already names its bucket (virtual-hosted or cname)."""
+        host = ctx.request.host or ""
+        named = host_bucket(host, self._virtual_host_base, self._cname)
+        return ctx.bucket is not None and named == ctx.bucket
+
     def _host_id(self, ctx: _Ctx) -> str:
         host = ctx.request.host.rsplit(":", 1)[0] if ctx.request.host else self._host
+        if self._virtual_hosted(ctx):
+            return host
         return f"{ctx.bucket}.{host}" if ctx.bucket else host
 
     def _error_response(self, ctx: _Ctx, error: OssHttpError) -> web.Response:
@@ -1339,7 +1360,9 @@ class OssServer:
             raise OssHttpError("FileAlreadyExists", details={"Key": key}) from None
         if stored is None:
             raise OssHttpError("NoSuchUpload", details={"UploadId": upload_id})
-        location = f"http://{ctx.request.host}/{bucket}/{uri_encode(key, keep_slash=True)}"
+        # virtual-hosted: the Host already names the bucket, as in OSS's own Location
+        bucket_path = "" if self._virtual_hosted(ctx) else f"/{bucket}"
+        location = f"http://{ctx.request.host}{bucket_path}/{uri_encode(key, keep_slash=True)}"
         result = CompleteResult(bucket=bucket, key=key, etag=stored.etag, location=location)
         xml = self._encode_key_doc(
             lambda url: encode_complete_result(result, url_encode=url), target
@@ -1561,6 +1584,14 @@ class ThreadedOssServer:
     @property
     def stats(self) -> ServerStats:
         return self.server.stats
+
+    @property
+    def request_timeout(self) -> float:
+        return self.server.request_timeout
+
+    @request_timeout.setter
+    def request_timeout(self, value: float) -> None:
+        self.server.request_timeout = value
 
     @property
     def clock(self) -> Callable[[], datetime]:
