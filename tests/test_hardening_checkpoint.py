@@ -98,3 +98,58 @@ async def test_one_file_two_targets_both_resume(tmp_path: Path) -> None:
         assert_object(server, "a.bin", data)
         assert_object(server, "b.bin", data)
         assert not open_upload_ids(server)
+
+
+_CHILD = """
+import asyncio, sys
+import aiooss_resume as oss
+from aiooss_resume._errors import CheckpointError
+import aiooss_resume._uploader, aiooss_resume._client, aiooss_resume._http, os, anyio
+import anyio._backends._asyncio
+# Everything is imported as root (the interpreter lives under /root); now drop privileges,
+# so the mode-000 checkpoint is really unreadable.
+os.setgid(65534)
+os.setuid(65534)
+
+async def main():
+    endpoint, src, cp = sys.argv[1:4]
+    client = oss.Client(endpoint, region="cn-hangzhou",
+                        credentials=oss.Credentials(sys.argv[4], sys.argv[5]))
+    async with client:
+        try:
+            await client.bucket(sys.argv[6]).upload_file("k.bin", src, 102400, checkpoint=cp)
+        except CheckpointError as exc:
+            print("CheckpointError", exc)
+            return
+    print("no error")
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.timeout(60)
+async def test_unreadable_checkpoint_is_a_checkpoint_error(tmp_path: Path) -> None:
+    """Run as ``nobody`` (root reads mode 000 files): the check is meaningful as root too."""
+    import sys
+    import tempfile
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to drop privileges to nobody for a mode-000 checkpoint")
+    work = Path(tempfile.mkdtemp(dir="/tmp"))
+    os.chmod(work, 0o777)
+    src = work / "src.bin"
+    make_file(src, SIZE, 6)
+    os.chmod(src, 0o644)
+    cp = work / "src.bin.cp"
+    cp.write_bytes(b"{}")
+    os.chmod(cp, 0o000)
+    async with OssServer(root=tmp_path / "server") as server:
+        creds = server.credentials
+        args = [sys.executable, "-c", _CHILD, server.endpoint, str(src), str(cp),
+                creds.access_key_id, creds.access_key_secret, BUCKET]  # fmt: skip
+        import anyio
+
+        done = await anyio.run_process(args, check=False)
+        out = done.stdout.decode() + done.stderr.decode()
+        assert out.startswith("CheckpointError"), out
+        assert not server.requests
