@@ -39,6 +39,7 @@ __all__ = [
     "decode_checkpoint",
     "encode_checkpoint",
     "options_fingerprint",
+    "peek_source_path",
     "peek_upload_target",
 ]
 
@@ -86,13 +87,18 @@ class _Envelope(msgspec.Struct, kw_only=True):
     payload: msgspec.Raw
 
 
+class _PeekSource(msgspec.Struct, kw_only=True):
+    path: str
+
+
 class _Target(msgspec.Struct, kw_only=True):
-    """The few fields read from a damaged checkpoint to abort its stale upload."""
+    """The few fields read from a damaged checkpoint to decide about its stale upload."""
 
     endpoint: str
     bucket: str
     key: str
     upload_id: str
+    source: _PeekSource | None = None
 
 
 _encoder = msgspec.json.Encoder()
@@ -147,18 +153,30 @@ def _check_consistent(checkpoint: Checkpoint) -> None:
         raise CheckpointError("checkpoint is inconsistent: bad part numbers")
 
 
+def _peek(data: bytes) -> _Target | None:
+    try:
+        envelope = _envelope_decoder.decode(data)
+        return _target_decoder.decode(bytes(envelope.payload))
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+
+
 def peek_upload_target(data: bytes) -> tuple[str, str, str, str] | None:
     """Best effort: ``(endpoint, bucket, key, upload_id)`` from a possibly damaged checkpoint.
 
-    Used only to abort the stale upload a damaged checkpoint points to; the caller checks
-    that the target is its own before aborting anything.
+    Unverified data: the caller aborts the upload it names only when endpoint, bucket, key
+    and source path are all its own (see ``peek_source_path``), and names it otherwise.
     """
-    try:
-        envelope = _envelope_decoder.decode(data)
-        target = _target_decoder.decode(bytes(envelope.payload))
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    target = _peek(data)
+    if target is None:
         return None
     return target.endpoint, target.bucket, target.key, target.upload_id
+
+
+def peek_source_path(data: bytes) -> str | None:
+    """Best effort: the source path a possibly damaged checkpoint records, or None."""
+    target = _peek(data)
+    return None if target is None or target.source is None else target.source.path
 
 
 def options_fingerprint(

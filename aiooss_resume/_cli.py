@@ -646,7 +646,7 @@ def _interrupted(
                 bucket=bucket,
                 key=key,
             )
-        except ValueError:
+        except (ValueError, CheckpointError):
             cp_path = None
     if cp_path is not None and os.path.exists(cp_path):
         held = ""

@@ -21,6 +21,11 @@ Theory of operation
 * A checkpoint is guarded by an advisory ``flock`` on ``<checkpoint>.lock``, so a second
   process (or a second task) resuming the same checkpoint gets ``CheckpointError`` instead
   of interleaving writes.
+* No checkpoint path is ever followed through a symbolic link: an upload run as root must
+  not be steered into creating or overwriting a file elsewhere by a link planted beside the
+  source. The lock and the temporary file are opened with ``O_NOFOLLOW``, the checkpoint is
+  read with ``O_NOFOLLOW``, and a link at the checkpoint path is refused (``CheckpointError``)
+  rather than replaced.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import errno
 import functools
 import os
 import secrets
+import stat
 import sys
 import threading
 from collections.abc import Callable
@@ -59,6 +65,7 @@ __all__ = [
     "SourceFile",
     "ThreadJob",
     "read_optional",
+    "refuse_symlink",
     "remove_quietly",
     "stat_identity",
     "write_atomic",
@@ -285,13 +292,38 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def refuse_symlink(path: str) -> None:
+    """Raise ``CheckpointError`` if ``path`` itself is a symbolic link (a missing path is fine)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise CheckpointError(
+            f"cannot use checkpoint path {path!r}: {exc.strerror or exc}"
+        ) from exc
+    if stat.S_ISLNK(st.st_mode):
+        raise CheckpointError(
+            f"{path!r} is a symbolic link; checkpoint and lock files are never followed "
+            "through links (remove it, or pass the real path as checkpoint=)"
+        )
+
+
 def write_atomic(path: str, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically and durably (tmp, fsync, rename, dir fsync)."""
+    """Replace ``path`` with ``data`` atomically and durably (tmp, fsync, rename, dir fsync).
+
+    A symbolic link at ``path`` is refused (``CheckpointError``), never replaced or followed.
+    """
     directory = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(
         directory, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     )
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    refuse_symlink(path)
+    # O_EXCL already refuses an existing link; O_NOFOLLOW says so explicitly.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
     try:
         try:
             view = memoryview(data)
@@ -310,12 +342,31 @@ def write_atomic(path: str, data: bytes) -> None:
 
 
 def read_optional(path: str) -> bytes | None:
-    """The file's bytes, or None if it does not exist."""
+    """A checkpoint's bytes, or None if it does not exist.
+
+    Anything else that stops the read is a ``CheckpointError``: no permission, a symbolic
+    link (never followed), something that is not a regular file (a FIFO would block).
+    """
+    flags = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        fd = os.open(path, flags)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            refuse_symlink(path)  # raises the clear message when it is a link
+        raise CheckpointError(f"cannot read checkpoint {path!r}: {exc.strerror or exc}") from exc
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CheckpointError(f"checkpoint {path!r} is not a regular file")
+        chunks: list[bytes] = []
+        while chunk := os.read(fd, 1024 * 1024):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path!r}: {exc.strerror or exc}") from exc
+    finally:
+        os.close(fd)
 
 
 def remove_quietly(path: str) -> None:
@@ -343,10 +394,15 @@ class CheckpointLock:
             raise CheckpointError(
                 f"cannot create the checkpoint directory {directory!r}: {exc.strerror or exc}"
             ) from exc
+        refuse_symlink(self.path[: -len(".lock")])
         while True:
             try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+                # O_NOFOLLOW: a link planted at <checkpoint>.lock must not make us create
+                # (or truncate) a file wherever it points.
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o600)
             except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    refuse_symlink(self.path)
                 raise CheckpointError(
                     f"cannot write a checkpoint at {self.path[:-5]!r}: {exc.strerror or exc}"
                 ) from exc

@@ -75,6 +75,7 @@ from ._checkpoint import (
     decode_checkpoint,
     encode_checkpoint,
     options_fingerprint,
+    peek_source_path,
     peek_upload_target,
 )
 from ._crc64 import crc64_fold
@@ -102,6 +103,7 @@ from ._fileio import (
     SourceFile,
     ThreadJob,
     read_optional,
+    refuse_symlink,
     remove_quietly,
     stat_identity,
     write_atomic,
@@ -235,6 +237,26 @@ def route_headers(headers: Mapping[str, str] | None, key: str) -> _HeaderPlan:
     return _HeaderPlan(put, initiate, part, complete, other)
 
 
+def _target_digest(source: str, endpoint: str, bucket: str, key: str) -> str:
+    return hashlib.sha256(
+        "\n".join([source, endpoint, bucket, key]).encode("utf-8", "surrogatepass")
+    ).hexdigest()[:20]
+
+
+def _belongs_elsewhere(data: bytes, endpoint: str, bucket: str, key: str) -> bool:
+    """Whether a checkpoint's bytes record an upload to another endpoint, bucket or key.
+
+    A damaged checkpoint counts by what can still be read of it; one naming no target at
+    all (garbage, empty) does not: it is ours to replace.
+    """
+    try:
+        cp = decode_checkpoint(data)
+    except CheckpointError:
+        peeked = peek_upload_target(data)
+        return peeked is not None and peeked[:3] != (endpoint, bucket, key)
+    return (cp.endpoint, cp.bucket, cp.key) != (endpoint, bucket, key)
+
+
 def checkpoint_path_for(
     source: str,
     checkpoint: bool | str | PathLike[str] | None,
@@ -244,19 +266,31 @@ def checkpoint_path_for(
     bucket: str,
     key: str,
 ) -> str | None:
-    """Where the checkpoint lives (absolute), or None when the upload is not resumable."""
+    """Where the checkpoint lives (absolute), or None when the upload is not resumable.
+
+    ``checkpoint=True`` means ``<file>.cp``, as the OSS SDKs do, unless that file records an
+    upload to another target (one file uploaded to two keys): then this target gets its own
+    ``<file>.<digest>.cp`` beside it, so neither upload loses its record. Once that file
+    exists it is used, whatever ``<file>.cp`` holds by then. This reads the file system
+    (call it off the event loop); an unreadable ``<file>.cp`` is a ``CheckpointError``.
+    """
     if checkpoint_dir is not None:
         if checkpoint not in (None, True):
             raise ValueError("pass checkpoint=True (or nothing) together with checkpoint_dir")
         directory = os.path.abspath(os.fspath(checkpoint_dir))
-        digest = hashlib.sha256(
-            "\n".join([source, endpoint, bucket, key]).encode("utf-8", "surrogatepass")
-        ).hexdigest()[:20]
+        digest = _target_digest(source, endpoint, bucket, key)
         return os.path.join(directory, f"{os.path.basename(source)}.{digest}.cp")
     if checkpoint is None or checkpoint is False:
         return None
     if checkpoint is True:
-        return source + ".cp"
+        plain = source + ".cp"
+        specific = f"{source}.{_target_digest(source, endpoint, bucket, key)}.cp"
+        if os.path.lexists(specific):
+            return specific
+        data = read_optional(plain)
+        if data is not None and _belongs_elsewhere(data, endpoint, bucket, key):
+            return specific
+        return plain
     if isinstance(checkpoint, (str, PathLike)):
         path = os.path.abspath(os.fspath(checkpoint))
         if path == source:
@@ -283,8 +317,12 @@ def _resolve_paths(
     cp_path = checkpoint_path_for(
         path, checkpoint, checkpoint_dir, endpoint=endpoint, bucket=bucket, key=key
     )
-    if cp_path is not None and os.path.isdir(cp_path):
-        raise CheckpointError(f"cannot write checkpoint {cp_path!r}: it is a directory")
+    if cp_path is not None:
+        # Neither the checkpoint nor its lock is ever followed through a link (issue 10).
+        refuse_symlink(cp_path)
+        refuse_symlink(cp_path + ".lock")
+        if os.path.isdir(cp_path):
+            raise CheckpointError(f"cannot write checkpoint {cp_path!r}: it is a directory")
     return path, cp_path
 
 
@@ -896,14 +934,53 @@ class _Upload:
             # OSS lifecycle rules or `aiooss-resume uploads` can clean up the leftover.
             logger.warning("could not abort upload %s of %s: %s", upload_id, key, exc)
 
+    def _owns(self, endpoint: str, bucket: str, key: str, source_path: str | None) -> bool:
+        """Whether an upload a checkpoint names is this call's to abort.
+
+        A checkpoint is data from disk, not a command: only an upload of this very file to
+        this very target (endpoint, bucket, key, source path) is ours. Its content may have
+        changed since (size, mtime): that makes it stale, not someone else's, and the Abort
+        goes to this call's own bucket and key, where OSS binds the upload id.
+        """
+        return (endpoint, bucket, key, source_path) == (
+            self.client.endpoint,
+            self.bucket,
+            self.key,
+            self.path,
+        )
+
+    def _leave_upload(self, endpoint: str, bucket: str, key: str, upload_id: str, why: str) -> None:
+        logger.warning(
+            "leaving upload %s of oss://%s/%s (endpoint %s) untouched: %s; it is not this "
+            "upload's to abort. Find it with `aiooss-resume uploads oss://%s/%s`, abort it "
+            "with `aiooss-resume abort oss://%s/%s %s` if nobody will resume it",
+            upload_id, bucket, key, endpoint, why, bucket, key, bucket, key, upload_id,
+        )  # fmt: skip
+
+    async def _drop_stale(
+        self, endpoint: str, bucket: str, key: str, upload_id: str, source: str | None, why: str
+    ) -> None:
+        """Abort a stale upload a checkpoint names if this call owns it, else name it."""
+        if self._owns(endpoint, bucket, key, source):
+            await self._abort_quietly(bucket, key, upload_id, why)
+        else:
+            self._leave_upload(endpoint, bucket, key, upload_id, why)
+
     async def _discard_checkpoint_file(self, why: str) -> None:
         assert self.cp_path is not None
         data = await self.io.run(read_optional, self.cp_path)
         if data is None:
             return
         target = peek_upload_target(data)
-        if target is not None and target[0] == self.client.endpoint:
-            await self._abort_quietly(target[1], target[2], target[3], why)
+        if target is not None:
+            endpoint, bucket, key, upload_id = target
+            if (endpoint, bucket, key) != (self.client.endpoint, self.bucket, self.key):
+                # Another target's record (an explicit checkpoint= path): this call writes no
+                # checkpoint, so it leaves that file, and its upload, as they are.
+                self._leave_upload(endpoint, bucket, key, upload_id, why)
+                logger.warning("checkpoint %s is kept: it records another target", self.cp_path)
+                return
+            await self._drop_stale(endpoint, bucket, key, upload_id, peek_source_path(data), why)
         await self.io.run(remove_quietly, self.cp_path)
 
     async def _load_checkpoint(self, part_size: int) -> Checkpoint | None:
@@ -911,39 +988,46 @@ class _Upload:
         data = await self.io.run(read_optional, self.cp_path)
         if data is None:
             return None
-        reason = ""
-        stale: tuple[str, str, str] | None = None
         try:
             cp = decode_checkpoint(data)
         except CheckpointError as exc:
             logger.warning(
                 "checkpoint %s is damaged (%s): uploading all parts again", self.cp_path, exc
             )
+            # Nothing of a damaged file is verified: its upload is aborted only when what can
+            # be read of it names this very target and file, so the Abort goes to our own
+            # bucket and key (an upload id is bound to them on OSS) and at worst ends an
+            # upload of this same file to this same object. Anything else is named, not
+            # touched.
             target = peek_upload_target(data)
-            if target is not None and target[:3] == (self.client.endpoint, self.bucket, self.key):
-                await self._abort_quietly(self.bucket, self.key, target[3], "damaged checkpoint")
+            if target is not None:
+                await self._drop_stale(*target, peek_source_path(data), "its checkpoint is damaged")
             return None
-        if cp.endpoint != self.client.endpoint:
-            reason = f"it belongs to another endpoint ({cp.endpoint})"
-        elif (cp.bucket, cp.key) != (self.bucket, self.key):
-            reason = f"it belongs to another target (oss://{cp.bucket}/{cp.key})"
-            stale = (cp.bucket, cp.key, cp.upload_id)
-        elif cp.source != self.identity:
+        if (cp.endpoint, cp.bucket, cp.key) != (self.client.endpoint, self.bucket, self.key):
+            # checkpoint=True never gets here (checkpoint_path_for picks a name of our own);
+            # an explicit path does: overwriting it would lose that upload's parts.
+            raise CheckpointError(
+                f"checkpoint {self.cp_path!r} records upload {cp.upload_id} of "
+                f"oss://{cp.bucket}/{cp.key} at {cp.endpoint}, not of oss://{self.bucket}/"
+                f"{self.key}: pass another checkpoint path (or resume or abort that upload "
+                "first); nothing was uploaded"
+            )
+        reason = ""
+        if cp.source != self.identity:
             reason = "the source file changed since: " + _identity_difference(
                 cp.source, self.identity
             )
-            stale = (cp.bucket, cp.key, cp.upload_id)
         elif cp.part_size != part_size or cp.options_fingerprint != self._fingerprint(part_size):
             reason = "the part size or object options differ"
-            stale = (cp.bucket, cp.key, cp.upload_id)
         if reason:
             logger.warning(
                 "not resuming from checkpoint %s: %s; uploading the whole object again",
                 self.cp_path,
                 reason,
             )
-            if stale is not None:
-                await self._abort_quietly(*stale, reason)
+            await self._drop_stale(
+                cp.endpoint, cp.bucket, cp.key, cp.upload_id, cp.source.path, reason
+            )
             return None
         return cp
 

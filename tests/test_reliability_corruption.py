@@ -28,6 +28,7 @@ from aiooss_resume._checkpoint import (
     Checkpoint,
     decode_checkpoint,
     encode_checkpoint,
+    peek_source_path,
     peek_upload_target,
 )
 from aiooss_resume._errors import CheckpointError
@@ -186,7 +187,11 @@ async def _one_fuzz_case(server: OssServer, tmp_path: Path, seed: int) -> str:
     except CheckpointError:
         decodes = False
     target = peek_upload_target(damaged)
-    readable = target == (server.endpoint, BUCKET, key, original.upload_id)
+    # The engine aborts a damaged checkpoint's upload only when what can be read names this
+    # very target *and* source file (issue 10: a checkpoint is data, not a command).
+    readable = target == (server.endpoint, BUCKET, key, original.upload_id) and (
+        peek_source_path(damaged) == str(src)
+    )
     try:
         await _check_rerun(server, src, key, data, original, kind, decodes, readable)
     except BaseException as exc:
@@ -290,8 +295,13 @@ async def test_checkpoint_of_another_key(tmp_path: Path) -> None:
         assert_object(server, "key-b.bin", data)
         assert server.object_info(BUCKET, "key-a.bin") is None
         assert result.parts_resumed == 0 and result.upload_id != old.upload_id
-        # The other key's upload can no longer be resumed (its checkpoint was replaced):
-        # the engine aborts it rather than orphaning its parts.
+        # The other key's upload is not this call's (issue 10): it stays, and so does its
+        # checkpoint (issue 10 item 8: key-b used a name of its own), so it still resumes.
+        assert open_upload_ids(server) == {old.upload_id}
+        assert read_checkpoint(tmp_path / "src.bin.cp") == old
+        again = await _rerun(server, src, "key-a.bin")
+        assert again.upload_id == old.upload_id and again.parts_resumed >= len(old.parts)
+        assert_object(server, "key-a.bin", data)
         assert not open_upload_ids(server)
 
 
