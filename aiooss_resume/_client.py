@@ -201,6 +201,12 @@ class Client:
         io_threads: int = 8,
     ) -> None:
         url = URL(endpoint if "://" in endpoint else f"https://{endpoint}")
+        if url.user is not None or url.password is not None:
+            # Not echoed: the user-info may hold a password (and repr(client) shows endpoint).
+            raise ValueError(
+                "invalid endpoint: it must not contain user-info (user:password@); "
+                "pass credentials= instead"
+            )
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError(f"invalid endpoint {endpoint!r}: expected http(s)://host[:port]")
         if url.path not in ("", "/") or url.query_string or url.fragment:
