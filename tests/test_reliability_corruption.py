@@ -192,8 +192,14 @@ async def _one_fuzz_case(server: OssServer, tmp_path: Path, seed: int) -> str:
     readable = target == (server.endpoint, BUCKET, key, original.upload_id) and (
         peek_source_path(damaged) == str(src)
     )
+    # Damage that leaves another target readable (a flipped bit in the endpoint's port, the
+    # bucket or the key) makes the file look like another target's record: it is left as
+    # it is and this run keeps its own ``<file>.<digest>.cp`` (issue 10, item 8).
+    elsewhere = not decodes and target is not None and target[:3] != (server.endpoint, BUCKET, key)
     try:
-        await _check_rerun(server, src, key, data, original, kind, decodes, readable)
+        await _check_rerun(
+            server, src, key, data, original, kind, decodes, readable, elsewhere, damaged
+        )
     except BaseException as exc:
         exc.add_note(f"damage {kind!r}: {damaged[:200]!r}")
         raise
@@ -209,6 +215,8 @@ async def _check_rerun(
     kind: str,
     decodes: bool,
     readable: bool,
+    elsewhere: bool,
+    damaged: bytes,
 ) -> None:
     cp_path = Path(str(src) + ".cp")
     sent_before = len(part_records(server, key))
@@ -220,7 +228,16 @@ async def _check_rerun(
     assert isinstance(tracker, WriteTracker)
     await tracker.settle()
     assert_object(server, key, data)
-    assert_checkpoint_gone(cp_path, result.upload_id)
+    if elsewhere:
+        assert cp_path.read_bytes() == damaged, f"{kind}: another target's record was touched"
+        specific = _uploader.checkpoint_path_for(
+            str(src), True, None, endpoint=server.endpoint, bucket=BUCKET, key=key
+        )
+        assert specific is not None and specific != str(cp_path)
+        assert_checkpoint_gone(Path(specific), result.upload_id)
+        cp_path.unlink()  # the next case starts from a clean directory
+    else:
+        assert_checkpoint_gone(cp_path, result.upload_id)
     sent = len(part_records(server, key)) - sent_before
     left = open_upload_ids(server, key)
     if decodes:  # harmless damage (e.g. trailing whitespace): an ordinary resume
