@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import contextlib
 import hashlib
 import importlib
@@ -221,6 +220,11 @@ def _parse_headers(items: Sequence[str]) -> dict[str, str]:
     return headers
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 byte``, ``2 bytes``, ``0 parts``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def format_size(n: float) -> str:
     """``67108864`` -> ``64.0 MiB`` (binary multiples, one decimal)."""
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -249,6 +253,13 @@ class ProgressPrinter:
     ``live``: one line redrawn with ``\\r`` at most every ``interval`` seconds (a terminal).
     ``plain``: a line every ``interval`` seconds (logs, pipes). ``json``: every event as one
     JSON object per line. ``quiet``: nothing.
+
+    What the numbers mean: ``done`` is the bytes of the parts OSS acknowledged (resumed
+    parts included), so it always agrees with the part count next to it; ``in_flight`` is
+    what was handed to the network beyond that (``BytesSent`` minus ``done``). The rate is
+    this run's acknowledged bytes per second since the printer was created (just before the
+    upload starts), the same definition as the final summary's (``summary_line``), which
+    takes its seconds from ``elapsed()``.
     """
 
     def __init__(
@@ -265,14 +276,17 @@ class ProgressPrinter:
         self.clock = clock
         self.total = 0
         self.done = 0
+        self.sent = 0
         self.resumed = 0
         self.parts_done = 0
         self.part_count = 0
+        self.completed = False
         self.started_at = clock()
+        self.finished_at: float | None = None
+        self._acked: set[int] = set()  # part numbers acknowledged in this run
         self._last_draw = -math.inf
         self._line_open = False
         self._last_line: str | None = None  # the status line last written, if still current
-        self._samples: collections.deque[tuple[float, int]] = collections.deque()
 
     # -- output helpers
 
@@ -302,18 +316,27 @@ class ProgressPrinter:
 
     # -- numbers
 
+    @property
+    def in_flight(self) -> int:
+        """Bytes handed to the network whose part OSS has not acknowledged yet."""
+        return 0 if self.completed else max(0, self.sent - self.done)
+
+    def elapsed(self) -> float:
+        """Seconds since the printer was created, until ``UploadCompleted`` if it came."""
+        end = self.finished_at if self.finished_at is not None else self.clock()
+        return max(0.0, end - self.started_at)
+
     def speed(self) -> float:
-        """Bytes per second over the last few seconds (this run's bytes, not resumed ones)."""
-        if len(self._samples) < 2:
-            return 0.0
-        (t0, b0), (t1, b1) = self._samples[0], self._samples[-1]
-        return (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0
+        """This run's acknowledged bytes (resumed ones excluded) per second of ``elapsed()``."""
+        seconds = self.elapsed()
+        return (self.done - self.resumed) / seconds if seconds > 0 else 0.0
 
     def status_line(self) -> str:
-        """``42.0% 26.9 MiB/64.0 MiB 12.1 MiB/s ETA 3.1s parts 3/8 (resumed 16.0 MiB)``."""
-        pct = 100.0 * self.done / self.total if self.total else 100.0
+        """``50.0% 32.0 MiB/64.0 MiB 8.0 MiB/s ETA 4.0s parts 4/8, 8.0 MiB in flight``."""
+        # An empty file has nothing to count but its one request.
+        pct = 100.0 * self.done / self.total if self.total else 100.0 * self.completed
         speed = self.speed()
-        if self.done >= self.total:
+        if self.completed or (self.total and self.done >= self.total):
             eta = "done"
         elif speed > 0:
             eta = "ETA " + _format_duration((self.total - self.done) / speed)
@@ -323,11 +346,19 @@ class ProgressPrinter:
             f"{pct:5.1f}% {format_size(self.done)}/{format_size(self.total)} "
             f"{format_size(speed)}/s {eta} parts {self.parts_done}/{self.part_count}"
         )
+        if self.in_flight:
+            line += f", {format_size(self.in_flight)} in flight"
         if self.resumed:
             line += f" (resumed {format_size(self.resumed)})"
         return line
 
     def _draw(self, *, force: bool = False) -> None:
+        if self.mode not in ("live", "plain"):
+            return
+        if not self.completed and (not self.total or self.done >= self.total):
+            # Every byte acknowledged but not yet completed (or an empty file): the 100%
+            # line is drawn once, by UploadCompleted, with the summary's numbers.
+            return
         now = self.clock()
         if not force and now - self._last_draw < self.interval:
             return
@@ -339,7 +370,7 @@ class ProgressPrinter:
         if self.mode == "live":
             self._write("\r" + line + "\x1b[K")
             self._line_open = True
-        elif self.mode == "plain":
+        else:
             self._write(line + "\n")
 
     # -- the hook
@@ -347,17 +378,17 @@ class ProgressPrinter:
     def __call__(self, event: ProgressEvent) -> None:
         if self.mode == "json":
             self._write(msgspec.json.encode(event).decode() + "\n")
-            return
         if isinstance(event, UploadStarted):
             self._started(event)
         elif isinstance(event, BytesSent):
-            self.done = event.bytes_done
-            self._samples.append((self.clock(), event.bytes_done))
-            while len(self._samples) > 2 and self._samples[-1][0] - self._samples[0][0] > 5.0:
-                self._samples.popleft()
+            self.sent = max(self.sent, event.bytes_done)
             self._draw()
         elif isinstance(event, PartDone):
-            self.parts_done = event.parts_done  # resumed parts included
+            self.parts_done = max(self.parts_done, event.parts_done)  # resumed parts included
+            if event.part_number not in self._acked:
+                # A part sent again (its upload id vanished) is not counted twice.
+                self._acked.add(event.part_number)
+                self.done = min(self.total, self.done + event.size)
             self._draw()
         elif isinstance(event, PartRetried):
             what = f"part {event.part_number}" if event.part_number else "request"
@@ -366,7 +397,9 @@ class ProgressPrinter:
                 f"{event.error.splitlines()[0]}"
             )
         elif isinstance(event, UploadCompleted):
-            self.done = event.total_bytes
+            self.completed = True
+            self.finished_at = self.clock()
+            self.done = self.sent = event.total_bytes
             self.parts_done = self.part_count
             self._draw(force=True)
             self.close()
@@ -375,21 +408,21 @@ class ProgressPrinter:
         self.total = event.total_bytes
         self.part_count = event.part_count
         self.resumed = event.resumed_bytes
-        self.done = event.resumed_bytes
+        self.done = self.sent = event.resumed_bytes
         self.parts_done = event.resumed_parts
-        self.started_at = self.clock()
-        self._samples.clear()
-        self._samples.append((self.started_at, self.done))
+        self._acked.clear()
         if event.resumed:
             self.message(
-                f"resumed {event.resumed_bytes} bytes ({format_size(event.resumed_bytes)}, "
-                f"{event.resumed_parts} of {event.part_count} parts) already on OSS, "
+                f"resumed {_count(event.resumed_bytes, 'byte')} "
+                f"({format_size(event.resumed_bytes)}, {event.resumed_parts} of "
+                f"{_count(event.part_count, 'part')}) already on OSS, "
                 f"upload id {event.upload_id}"
             )
         elif event.upload_id:
             self.message(
-                f"uploading {format_size(event.total_bytes)} in {event.part_count} parts of "
-                f"{format_size(event.part_size)}, upload id {event.upload_id}"
+                f"uploading {format_size(event.total_bytes)} in "
+                f"{_count(event.part_count, 'part')} of {format_size(event.part_size)}, "
+                f"upload id {event.upload_id}"
             )
         else:
             self.message(f"uploading {format_size(event.total_bytes)} in one request")
@@ -397,14 +430,21 @@ class ProgressPrinter:
 
 
 def summary_line(result: UploadResult, seconds: float) -> str:
-    """The final line: size, parts, seconds, average speed, crc64, etag."""
+    """The final line: size, parts, seconds, rate, crc64, etag.
+
+    The rate is the bytes sent in this run (resumed ones excluded) per second, as on the
+    progress line; pass ``ProgressPrinter.elapsed()`` as ``seconds`` for the same clock.
+    """
     sent = result.size - result.bytes_resumed
     speed = sent / seconds if seconds > 0 else 0.0
     parts = result.parts_uploaded + result.parts_resumed
     line = f"uploaded oss://{result.bucket}/{result.key}: {format_size(result.size)}"
-    line += f" ({result.size} bytes) in {parts} part{'s' if parts != 1 else ''}"
+    line += f" ({_count(result.size, 'byte')}) in {_count(parts, 'part')}"
     if result.parts_resumed:
-        line += f" ({result.parts_resumed} resumed, {result.bytes_resumed} bytes not sent again)"
+        line += (
+            f" ({result.parts_resumed} resumed, {_count(result.bytes_resumed, 'byte')} "
+            "not sent again)"
+        )
     line += f", {seconds:.2f}s, {format_size(speed)}/s, crc64 {result.crc64}, etag {result.etag}"
     return line
 
@@ -593,7 +633,6 @@ async def _cmd_upload(args: argparse.Namespace, io: _Io) -> int:
     client = _client(args)
     async with client:
         bucket = client.bucket(bucket_name)
-        started = time.monotonic()
         task = asyncio.ensure_future(
             bucket.upload_file(
                 key,
@@ -617,7 +656,7 @@ async def _cmd_upload(args: argparse.Namespace, io: _Io) -> int:
                 return _interrupted(args, io, client.endpoint, bucket_name, key, checkpoint)
             finally:
                 printer.close()
-        seconds = time.monotonic() - started
+        seconds = printer.elapsed()  # the clock of the progress line's rate
         if mode == "json":
             io.stdout.write(_summary_json(result, seconds) + "\n")
         elif mode != "quiet":
@@ -836,12 +875,11 @@ async def _cmd_demo(args: argparse.Namespace, io: _Io) -> int:
                 say()
                 say("2/3 the same upload again: it resumes from the checkpoint")
                 printer = ProgressPrinter(out, mode, interval=None if mode == "live" else 1.0)
-                started = time.monotonic()
                 result = await bucket.upload_file(
                     key, sample, part_size, on_progress=printer, **upload_kwargs
                 )
                 printer.close()
-                say("    " + summary_line(result, time.monotonic() - started))
+                say("    " + summary_line(result, printer.elapsed()))
                 say()
                 say("3/3 verify the stored object")
                 stored = await asyncio.to_thread(server.read_object, "demo-bucket", key)

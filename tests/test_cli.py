@@ -165,8 +165,9 @@ def test_progress_printer_live_line() -> None:
     printer(BytesSent(key="k", bytes_done=48 * MiB, total_bytes=64 * MiB, resumed_bytes=32 * MiB))
     printer(PartDone(key="k", part_number=5, size=8 * MiB, parts_done=5, part_count=8))
     line = printer.status_line()
-    assert line.startswith(" 75.0% 48.0 MiB/64.0 MiB 16.0 MiB/s ETA 1.0s parts 5/8")
-    assert line.endswith("(resumed 32.0 MiB)")
+    # Bytes count acknowledged parts (5 of 8: 40 MiB), what is sent beyond is in flight.
+    assert line.startswith(" 62.5% 40.0 MiB/64.0 MiB 8.0 MiB/s ETA 3.0s parts 5/8")
+    assert line.endswith(", 8.0 MiB in flight (resumed 32.0 MiB)")
     text = out.getvalue()
     assert f"resumed {32 * MiB} bytes" in text
     assert "\r" in text and "\x1b[K" in text

@@ -1,0 +1,158 @@
+"""Issue 10 items 9-12: what the command line says and exits with when things go sideways.
+
+Real subprocesses against the emulator (the exit status and the text a shell user sees), and
+the progress printer fed typed events with a fake clock.
+"""
+
+from __future__ import annotations
+
+import io
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from aiooss_resume import BytesSent, PartDone, UploadCompleted, UploadResult, UploadStarted
+from aiooss_resume._cli import (
+    ProgressPrinter,
+    summary_line,
+)
+from aiooss_resume.testing import ThreadedOssServer
+
+from .test_cli import CLI, MiB, cli_env, make_file, run, server
+
+__all__ = ["server"]  # the fixture, re-exported so pytest finds it here
+
+
+def start_and_interrupt(
+    server: ThreadedOssServer, cwd: Path, args: list[str], wait_for: str
+) -> subprocess.Popen[str]:
+    """Run the CLI until a progress line contains ``wait_for``, then send SIGINT."""
+    proc = subprocess.Popen(
+        [*CLI, *args],
+        env=cli_env(server),
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + 20
+    for line in proc.stdout:
+        seen.append(line)
+        if wait_for in line or time.monotonic() > deadline:
+            break
+    assert any(wait_for in line for line in seen), seen
+    proc.send_signal(signal.SIGINT)
+    return proc
+
+
+# ---------------------------------------------------------------------- item 12
+
+
+def started(total: int, count: int, part_size: int, **resumed: int) -> UploadStarted:
+    return UploadStarted(
+        key="k",
+        total_bytes=total,
+        part_count=count,
+        part_size=part_size,
+        upload_id="U",
+        resumed=bool(resumed),
+        resumed_bytes=resumed.get("bytes", 0),
+        resumed_parts=resumed.get("parts", 0),
+    )
+
+
+def completed(total: int, parts: int, resumed: int = 0) -> UploadCompleted:
+    return UploadCompleted(
+        key="k",
+        total_bytes=total,
+        etag='"E"',
+        crc64=1,
+        upload_id="U",
+        parts_uploaded=parts - resumed,
+        parts_resumed=resumed,
+    )
+
+
+def test_progress_bytes_and_parts_agree() -> None:
+    now = [0.0]
+    out = io.StringIO()
+    printer = ProgressPrinter(out, "plain", interval=0.0, clock=lambda: now[0])
+    printer(started(400, 4, 100))
+    # Two parts are in flight, 150 bytes sent, none acknowledged yet.
+    now[0] = 1.0
+    printer(BytesSent(key="k", bytes_done=150, total_bytes=400))
+    line = printer.status_line()
+    assert line.startswith("  0.0% 0 B/400 B 0 B/s") and "parts 0/4, 150 B in flight" in line
+    printer(PartDone(key="k", part_number=2, size=100, parts_done=1, part_count=4))
+    line = printer.status_line()
+    assert line.startswith(" 25.0% 100 B/400 B 100 B/s") and "parts 1/4, 50 B in flight" in line
+    # A part sent again after its upload vanished is not counted twice.
+    printer(PartDone(key="k", part_number=2, size=100, parts_done=1, part_count=4))
+    assert printer.status_line().startswith(" 25.0% 100 B/400 B")
+    for line in out.getvalue().splitlines()[1:]:
+        pct, done, parts = line.split()[0], line.split()[1], line.split("parts ")[1]
+        acked = int(parts.split("/")[0])
+        assert float(pct.rstrip("%")) == 25.0 * acked and done == f"{100 * acked}"
+
+
+def test_progress_rate_and_summary_use_one_definition() -> None:
+    now = [10.0]
+    out = io.StringIO()
+    printer = ProgressPrinter(out, "plain", interval=0.0, clock=lambda: now[0])
+    printer(started(4 * MiB, 4, MiB, bytes=2 * MiB, parts=2))
+    now[0] = 11.0
+    printer(PartDone(key="k", part_number=3, size=MiB, parts_done=3, part_count=4))
+    assert " 1.0 MiB/s " in printer.status_line()  # 1 MiB of this run in 1 s
+    now[0] = 12.0
+    printer(PartDone(key="k", part_number=4, size=MiB, parts_done=4, part_count=4))
+    printer(completed(4 * MiB, 4, resumed=2))
+    last = out.getvalue().splitlines()[-1]
+    assert last.startswith("100.0% 4.0 MiB/4.0 MiB 1.0 MiB/s done parts 4/4")
+    result = UploadResult(
+        bucket="b",
+        key="k",
+        etag='"E"',
+        crc64=1,
+        size=4 * MiB,
+        upload_id="U",
+        part_size=MiB,
+        request_id="R",
+        parts_uploaded=2,
+        parts_resumed=2,
+        bytes_resumed=2 * MiB,
+    )
+    summary = summary_line(result, printer.elapsed())
+    assert ", 2.00s, 1.0 MiB/s," in summary
+    now[0] = 50.0  # the summary printed later still has the upload's own seconds
+    assert printer.elapsed() == 2.0
+
+
+def test_progress_empty_file_is_one_100_percent_line() -> None:
+    out = io.StringIO()
+    printer = ProgressPrinter(out, "plain", interval=0.0, clock=lambda: 0.0)
+    printer(UploadStarted(key="k", total_bytes=0, part_count=1, part_size=0, upload_id=""))
+    printer(BytesSent(key="k", bytes_done=0, total_bytes=0))
+    printer(PartDone(key="k", part_number=1, size=0, parts_done=1, part_count=1))
+    printer(completed(0, 1))
+    lines = out.getvalue().splitlines()
+    assert [line for line in lines if "%" in line] == [lines[-1]]
+    assert lines[-1].startswith("100.0% 0 B/0 B")
+
+
+def test_singular_byte_and_part(server: ThreadedOssServer, tmp_path: Path) -> None:
+    make_file(tmp_path / "one.bin", 1)
+    proc = run("upload", str(tmp_path / "one.bin"), "oss://bkt/one", env=cli_env(server))
+    assert proc.returncode == 0, proc.stderr
+    summary = proc.stdout.strip().splitlines()[-1]
+    assert "(1 byte) in 1 part," in summary
+    assert "bytes" not in summary and "1 parts" not in summary
+    empty = tmp_path / "empty.bin"
+    empty.write_bytes(b"")
+    proc = run("upload", str(empty), "oss://bkt/empty", env=cli_env(server))
+    assert proc.returncode == 0, proc.stderr
+    assert [line for line in proc.stdout.splitlines() if "%" in line] == [
+        "100.0% 0 B/0 B 0 B/s done parts 1/1"
+    ]
