@@ -12,13 +12,17 @@ exit code, never a traceback:
 2     OSS answered with an error (``ServiceError``: the line names code, message, request id)
 3     a local or client-side failure: network, credentials, checkpoint, file changed,
       CRC mismatch, missing file...
+4     interrupted (Ctrl-C or SIGTERM) and not resumable (``--no-checkpoint``): the upload
+      was aborted, nothing is kept
 5     interrupted (Ctrl-C or SIGTERM) and resumable: the checkpoint is kept and the exact
       command that resumes is printed
 ====  =====================================================================================
 
 An upload runs as its own task; SIGINT/SIGTERM cancel that task, the engine flushes every
 acknowledged part to the checkpoint while it unwinds (shielded, bounded), and the command
-exits 5. A second Ctrl-C falls back to Python's default handler.
+exits 5 (4 without a checkpoint: the engine aborts the upload instead). A second Ctrl-C
+falls back to Python's default handler. ``AIOOSS_RESUME_TRACEBACK=1`` adds the traceback of
+a failure to its one-line report; it never changes the exit code.
 
 Progress goes to stdout through ``ProgressPrinter``: one live ``\\r`` line on a terminal, a
 plain line every few seconds otherwise, or one JSON object per event with ``--json``.
@@ -75,6 +79,7 @@ from ._planner import MAX_PART_SIZE, MIN_PART_SIZE
 from ._uploader import checkpoint_path_for
 
 __all__ = [
+    "EXIT_ABORTED",
     "EXIT_INTERRUPTED",
     "EXIT_LOCAL",
     "EXIT_OK",
@@ -91,6 +96,7 @@ EXIT_OK = 0
 EXIT_USAGE = 1
 EXIT_SERVICE = 2
 EXIT_LOCAL = 3
+EXIT_ABORTED = 4
 EXIT_INTERRUPTED = 5
 
 ENV_ENDPOINT = "OSS_ENDPOINT"
@@ -113,6 +119,7 @@ exit codes:
   1  usage error (bad arguments, malformed oss:// URL or size, no endpoint)
   2  OSS answered with an error; the line names its code, message and request id
   3  local or client error (network, credentials, checkpoint, file changed, CRC, missing file)
+  4  interrupted (Ctrl-C/SIGTERM) and not resumable (--no-checkpoint): the upload was aborted
   5  interrupted (Ctrl-C/SIGTERM) and resumable: run the printed command to resume
 
 environment:
@@ -673,28 +680,35 @@ def _interrupted(
     key: str,
     checkpoint: bool | str,
 ) -> int:
+    if checkpoint is False:
+        # Nothing to resume from: the engine aborted the upload, so rerunning the command
+        # starts over; printing it as a "resume" command would promise what it cannot do.
+        io.stderr.write(
+            "interrupted: not resumable (--no-checkpoint): the upload was aborted and its "
+            "parts discarded; running the command again uploads everything\n"
+        )
+        io.stderr.flush()
+        return EXIT_ABORTED
     command = _resume_command(io.prog, args)
-    cp_path: str | None = None
-    if checkpoint is not False:
-        try:
-            cp_path = checkpoint_path_for(
-                os.path.abspath(args.file),
-                checkpoint,
-                args.checkpoint_dir,
-                endpoint=endpoint,
-                bucket=bucket,
-                key=key,
-            )
-        except (ValueError, CheckpointError):
-            cp_path = None
+    cp_path: str | None
+    try:
+        cp_path = checkpoint_path_for(
+            os.path.abspath(args.file),
+            checkpoint,
+            args.checkpoint_dir,
+            endpoint=endpoint,
+            bucket=bucket,
+            key=key,
+        )
+    except (ValueError, CheckpointError):
+        cp_path = None
     if cp_path is not None and os.path.exists(cp_path):
         held = ""
         with contextlib.suppress(OSError, CheckpointError):
             cp = decode_checkpoint(Path(cp_path).read_bytes())
-            held = f" ({len(cp.parts)} parts, {sum(p.size for p in cp.parts)} bytes acknowledged)"
+            acked = sum(p.size for p in cp.parts)
+            held = f" ({_count(len(cp.parts), 'part')}, {_count(acked, 'byte')} acknowledged)"
         io.stderr.write(f"interrupted: the checkpoint is kept at {cp_path}{held}\n")
-    elif checkpoint is False:
-        io.stderr.write("interrupted: no checkpoint (--no-checkpoint), the upload was aborted\n")
     else:
         io.stderr.write("interrupted before any part was recorded\n")
     io.stderr.write(f"resume with:\n  {command}\n")

@@ -14,12 +14,13 @@ from pathlib import Path
 
 from aiooss_resume import BytesSent, PartDone, UploadCompleted, UploadResult, UploadStarted
 from aiooss_resume._cli import (
+    EXIT_ABORTED,
     ProgressPrinter,
     summary_line,
 )
-from aiooss_resume.testing import ThreadedOssServer
+from aiooss_resume.testing import Fault, ThreadedOssServer
 
-from .test_cli import CLI, MiB, cli_env, make_file, run, server
+from .test_cli import CLI, KiB, MiB, cli_env, make_file, run, server
 
 __all__ = ["server"]  # the fixture, re-exported so pytest finds it here
 
@@ -46,6 +47,33 @@ def start_and_interrupt(
     assert any(wait_for in line for line in seen), seen
     proc.send_signal(signal.SIGINT)
     return proc
+
+
+# ---------------------------------------------------------------------- item 9
+
+
+def test_ctrl_c_with_no_checkpoint_is_not_resumable(
+    server: ThreadedOssServer, tmp_path: Path
+) -> None:
+    make_file(tmp_path / "big.bin", 500 * KiB)
+    server.faults.add(Fault(operation="UploadPart", part_number=3, stall=30.0))
+    args = ["upload", "big.bin", "oss://bkt/big.bin", "--part-size", "100KiB"]
+    args += ["--routines", "1", "--progress-interval", "0", "--no-checkpoint"]
+    proc = start_and_interrupt(server, tmp_path, args, "parts 2/5")
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == EXIT_ABORTED == 4, err
+    assert "Traceback" not in err
+    assert "not resumable (--no-checkpoint)" in err
+    assert "resume with" not in err and "aiooss_resume upload" not in err  # no command
+    # What it says is true: the upload was aborted, nothing is left on OSS or on disk.
+    assert server.list_uploads("bkt") == []
+    assert not (tmp_path / "big.bin.cp").exists()
+
+
+def test_help_documents_the_not_resumable_exit_code() -> None:
+    proc = run("upload", "--help", env=cli_env(None))
+    assert proc.returncode == 0
+    assert "4  interrupted (Ctrl-C/SIGTERM) and not resumable (--no-checkpoint)" in proc.stdout
 
 
 # ---------------------------------------------------------------------- item 12
