@@ -62,6 +62,7 @@ from . import (
     CredentialsError,
     FileChangedError,
     IntegrityError,
+    NoSuchUploadError,
     OssError,
     PartDone,
     PartRetried,
@@ -758,8 +759,65 @@ def _source_state(cp: Checkpoint) -> tuple[bool, str]:
         if old != new and not (name == "device" and old == 0)
     ]
     if changes:
-        return False, "changed (" + ", ".join(changes) + "): the next run uploads everything"
-    return True, "matches (size, mtime, inode): the next run resumes"
+        return False, "changed (" + ", ".join(changes) + ")"
+    return True, "matches (size, mtime, inode)"
+
+
+class _UploadCheck(msgspec.Struct, kw_only=True):
+    """What ListParts said about a checkpoint's upload id."""
+
+    state: Literal["exists", "missing", "unknown"]
+    parts: int = 0
+    bytes: int = 0
+    reason: str = ""  # why it is unknown, or the NoSuchUpload line
+
+
+async def _check_upload(args: argparse.Namespace, cp: Checkpoint) -> _UploadCheck:
+    """Ask OSS (ListParts) whether the checkpoint's upload still exists, and what it holds."""
+    if args.offline:
+        return _UploadCheck(state="unknown", reason="not checked (--offline)")
+    try:
+        client = Client(
+            cp.endpoint,
+            region=args.region or None,
+            signature_version=args.signature_version,
+            connect_timeout=5.0,
+        )
+    except ValueError as exc:
+        reason = str(exc)
+        if "region" in reason and not args.region:
+            reason = "no region: pass --region REGION or set OSS_REGION"
+        return _UploadCheck(state="unknown", reason=f"could not be checked: {reason}")
+    try:
+        async with client:
+            parts = await client._list_parts(cp.bucket, cp.key, cp.upload_id)
+    except NoSuchUploadError as exc:
+        return _UploadCheck(state="missing", reason=describe_error(exc)[1])
+    except (OssError, OSError) as exc:
+        return _UploadCheck(
+            state="unknown", reason=f"could not be checked: {describe_error(exc)[1]}"
+        )
+    return _UploadCheck(state="exists", parts=len(parts), bytes=sum(p.size for p in parts))
+
+
+def _next_run(cp: Checkpoint, matches: bool, source: str, check: _UploadCheck, count: int) -> str:
+    """What the next ``upload`` of this checkpoint's file will really do."""
+    if source == "missing":
+        return "fails: the source file is missing"
+    if not matches:
+        return f"starts a new upload and sends all {_count(count, 'part')}: the source changed"
+    if check.state == "exists":
+        rest = max(0, count - check.parts)
+        return (
+            f"resumes upload {cp.upload_id}: the {_count(check.parts, 'part')} on OSS are kept "
+            f"once their CRC-64 matches the local bytes, the other {rest} sent"
+        )
+    if check.state == "missing":
+        return (
+            f"starts a new upload and sends all {_count(count, 'part')}, replacing this "
+            f"checkpoint: upload {cp.upload_id} is gone (aborted, completed or expired)"
+        )
+    return f"resumes if upload {cp.upload_id} still exists on OSS, else starts a new upload"
 
 
 def _cmd_status(args: argparse.Namespace, io: _Io) -> int:
@@ -774,6 +832,8 @@ def _cmd_status(args: argparse.Namespace, io: _Io) -> int:
     part_count = max(1, math.ceil(total / cp.part_size))
     done = sum(p.size for p in cp.parts)
     matches, state = _source_state(cp)
+    check = asyncio.run(_check_upload(args, cp))  # the local part is read before any request
+    next_run = _next_run(cp, matches, state, check, part_count)
     if args.json:
         doc = {
             "checkpoint": os.path.abspath(args.checkpoint_file),
@@ -789,20 +849,30 @@ def _cmd_status(args: argparse.Namespace, io: _Io) -> int:
             "total_bytes": total,
             "source": cp.source.path,
             "source_matches": matches,
+            "upload_on_oss": msgspec.structs.asdict(check),
+            "next_run": next_run,
         }
         io.stdout.write(msgspec.json.encode(doc).decode() + "\n")
         return EXIT_OK
     pct = 100.0 * done / total if total else 0.0
+    if check.state == "exists":
+        on_oss = f"the upload exists, {_count(check.parts, 'part')} ({_count(check.bytes, 'byte')})"
+    elif check.state == "missing":
+        on_oss = f"no such upload ({check.reason})"
+    else:
+        on_oss = check.reason
     rows = [
         ("checkpoint", os.path.abspath(args.checkpoint_file)),
         ("target", f"oss://{cp.bucket}/{cp.key} at {cp.endpoint}"),
         ("upload id", cp.upload_id),
         ("created", cp.created_at or "unknown"),
-        ("part size", f"{format_size(cp.part_size)} ({cp.part_size} bytes)"),
+        ("part size", f"{format_size(cp.part_size)} ({_count(cp.part_size, 'byte')})"),
         ("parts done", f"{len(cp.parts)} of {part_count}"),
         ("bytes done", f"{done} of {total} ({pct:.1f}%, {format_size(done)})"),
         ("source", cp.source.path),
         ("source file", state),
+        ("on OSS", on_oss),
+        ("next run", next_run),
     ]
     for label, value in rows:
         io.stdout.write(f"{label + ':':<12} {value}\n")
@@ -1052,13 +1122,23 @@ def build_parser(prog: str = "aiooss-resume") -> argparse.ArgumentParser:
 
     st = sub.add_parser(
         "status",
-        help="show what a checkpoint holds and whether its source file still matches",
+        help="show what a checkpoint holds, whether its source file still matches and "
+        "whether its upload still exists on OSS (ListParts)",
+        description="Show what CHECKPOINT holds and what the next run of its upload will "
+        "do. The upload id is checked with ListParts at the checkpoint's endpoint, with the "
+        "credentials and region of the environment (as for upload); without them, or with "
+        "--offline, the status says it could not be checked.",
         epilog=_EPILOG,
         formatter_class=fmt,
     )
     st.add_argument("checkpoint_file", metavar="CHECKPOINT")
     st.add_argument("--json", action="store_true", help="print one JSON object")
-    st.set_defaults(handler=_cmd_status)
+    st.add_argument(
+        "--offline", action="store_true", help="do not ask OSS whether the upload still exists"
+    )
+    st.add_argument("--region", help="region id for V4 signing (default: $OSS_REGION...)")
+    st.add_argument("--signature-version", choices=("v1", "v4"), default="v4", help="default: v4")
+    st.set_defaults(handler=_cmd_status, parser=st)
 
     demo = sub.add_parser(
         "demo",

@@ -7,6 +7,7 @@ the progress printer fed typed events with a fake clock.
 from __future__ import annotations
 
 import io
+import json
 import signal
 import subprocess
 import time
@@ -15,12 +16,13 @@ from pathlib import Path
 from aiooss_resume import BytesSent, PartDone, UploadCompleted, UploadResult, UploadStarted
 from aiooss_resume._cli import (
     EXIT_ABORTED,
+    EXIT_SERVICE,
     ProgressPrinter,
     summary_line,
 )
 from aiooss_resume.testing import Fault, ThreadedOssServer
 
-from .test_cli import CLI, KiB, MiB, cli_env, make_file, run, server
+from .test_cli import CLI, KiB, MiB, assert_no_traceback, cli_env, make_file, run, server
 
 __all__ = ["server"]  # the fixture, re-exported so pytest finds it here
 
@@ -74,6 +76,74 @@ def test_help_documents_the_not_resumable_exit_code() -> None:
     proc = run("upload", "--help", env=cli_env(None))
     assert proc.returncode == 0
     assert "4  interrupted (Ctrl-C/SIGTERM) and not resumable (--no-checkpoint)" in proc.stdout
+
+
+# ---------------------------------------------------------------------- item 10
+
+
+def failed_upload(server: ThreadedOssServer, tmp_path: Path) -> tuple[Path, str]:
+    """A 4-part upload that failed after 2 parts: its checkpoint and upload id."""
+    src = tmp_path / "data.bin"
+    make_file(src, 400 * KiB)
+    server.faults.add(
+        Fault(operation="UploadPart", part_number=3, times=1, status=403, code="AccessDenied")
+    )
+    proc = run(
+        "upload", str(src), "oss://bkt/f.bin", "--part-size", "100KiB", "--routines", "1",
+        env=cli_env(server),
+    )  # fmt: skip
+    assert proc.returncode == EXIT_SERVICE, proc.stderr
+    cp = Path(f"{src}.cp")
+    upload_id = json.loads(run("status", str(cp), "--json", "--offline", env=cli_env(None)).stdout)[
+        "upload_id"
+    ]
+    return cp, upload_id
+
+
+def test_status_after_abort_says_the_next_run_starts_over(
+    server: ThreadedOssServer, tmp_path: Path
+) -> None:
+    cp, upload_id = failed_upload(server, tmp_path)
+    env = cli_env(server)
+
+    status = run("status", str(cp), env=env)
+    assert status.returncode == 0, status.stderr
+    assert "on OSS:      the upload exists, 2 parts (204800 bytes)" in status.stdout
+    assert f"next run:    resumes upload {upload_id}" in status.stdout
+
+    assert run("abort", "oss://bkt/f.bin", "--upload-id", upload_id, env=env).returncode == 0
+    status = run("status", str(cp), env=env)
+    assert status.returncode == 0, status.stderr
+    assert "resumes" not in status.stdout
+    assert "on OSS:      no such upload" in status.stdout and "NoSuchUpload" in status.stdout
+    assert "starts a new upload and sends all 4 parts, replacing this checkpoint" in status.stdout
+    doc = json.loads(run("status", str(cp), "--json", env=env).stdout)
+    assert doc["upload_on_oss"]["state"] == "missing"
+    assert doc["next_run"].startswith("starts a new upload")
+
+    # And it is what really happens.
+    again = run("upload", str(tmp_path / "data.bin"), "oss://bkt/f.bin", "--part-size", "100KiB",
+                env=env)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert "resumed" not in again.stdout and "in 4 parts" in again.stdout
+
+
+def test_status_without_credentials_says_it_could_not_check(
+    server: ThreadedOssServer, tmp_path: Path
+) -> None:
+    cp, upload_id = failed_upload(server, tmp_path)
+    no_creds = cli_env(None, OSS_REGION=server.region)
+    status = run("status", str(cp), env=no_creds)
+    assert status.returncode == 0, status.stderr
+    assert_no_traceback(status)
+    assert "on OSS:      could not be checked: credentials error" in status.stdout
+    assert f"resumes if upload {upload_id} still exists on OSS, else starts a new" in status.stdout
+    offline = run("status", str(cp), "--offline", env=cli_env(server))
+    assert "not checked (--offline)" in offline.stdout
+    assert (
+        json.loads(run("status", str(cp), "--json", env=no_creds).stdout)["upload_on_oss"]["state"]
+        == "unknown"
+    )
 
 
 # ---------------------------------------------------------------------- item 12
