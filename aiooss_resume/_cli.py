@@ -8,7 +8,9 @@ exit code, never a traceback:
 
 ====  =====================================================================================
 0     success
-1     usage: bad arguments, a malformed ``oss://`` URL or size, no endpoint configured
+1     usage: bad arguments (the subcommand's usage line, then the error), a malformed
+      ``oss://`` URL, size or endpoint, ``--routines`` outside 1..1000, no endpoint or
+      region configured
 2     OSS answered with an error (``ServiceError``: the line names code, message, request id)
 3     a local or client-side failure: network, credentials, checkpoint, file changed,
       CRC mismatch, missing file...
@@ -48,6 +50,7 @@ import signal
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, NoReturn, TextIO
@@ -76,8 +79,9 @@ from . import (
     __version__,
 )
 from ._checkpoint import Checkpoint, decode_checkpoint
+from ._client import validate_bucket_name, validate_key
 from ._planner import MAX_PART_SIZE, MIN_PART_SIZE
-from ._uploader import checkpoint_path_for
+from ._uploader import MAX_ROUTINES, checkpoint_path_for
 
 __all__ = [
     "EXIT_ABORTED",
@@ -117,7 +121,8 @@ _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
 _EPILOG = f"""\
 exit codes:
   0  success
-  1  usage error (bad arguments, malformed oss:// URL or size, no endpoint)
+  1  usage error (bad arguments, malformed oss:// URL, size or endpoint, --routines
+     outside 1..{MAX_ROUTINES}, no endpoint, no region)
   2  OSS answered with an error; the line names its code, message and request id
   3  local or client error (network, credentials, checkpoint, file changed, CRC, missing file)
   4  interrupted (Ctrl-C/SIGTERM) and not resumable (--no-checkpoint): the upload was aborted
@@ -189,6 +194,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _routines(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_ROUTINES:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_ROUTINES}: {value}")
+    return value
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -200,7 +212,11 @@ def _seconds(text: str) -> float:
 
 
 def parse_oss_url(text: str, *, key_required: bool = True) -> tuple[str, str]:
-    """``oss://bucket/key`` -> ``(bucket, key)``; ``key`` may be ``""`` if not required."""
+    """``oss://bucket/key`` -> ``(bucket, key)``; ``key`` may be ``""`` if not required.
+
+    The bucket name and the key are checked as OSS names them (``ValueError`` otherwise),
+    so a typo is a usage error before any request, not an OSS error after one.
+    """
     if not text.startswith("oss://"):
         raise ValueError(f"expected oss://bucket/key, got {text!r}")
     bucket, _, key = text[len("oss://") :].partition("/")
@@ -208,6 +224,12 @@ def parse_oss_url(text: str, *, key_required: bool = True) -> tuple[str, str]:
         raise ValueError(f"no bucket in {text!r}")
     if key_required and not key:
         raise ValueError(f"no object key in {text!r}: expected oss://{bucket}/KEY")
+    try:
+        validate_bucket_name(bucket)
+        if key:
+            validate_key(key)
+    except ValueError as exc:
+        raise ValueError(f"invalid {text!r}: {exc}") from None
     return bucket, key
 
 
@@ -555,8 +577,25 @@ def _endpoint(args: argparse.Namespace) -> str:
 
 
 def _client(args: argparse.Namespace) -> Client:
-    return Client(
-        _endpoint(args), region=args.region or None, signature_version=args.signature_version
+    """The command's ``Client``; a bad endpoint or a missing region is a usage error."""
+    endpoint = _endpoint(args)
+    try:
+        return Client(
+            endpoint, region=args.region or None, signature_version=args.signature_version
+        )
+    except ValueError as exc:
+        problem = str(exc)
+    try:
+        # Without V4 no region is needed: if that works, the region was the problem.
+        Client(endpoint, signature_version="v1")
+    except ValueError:
+        source = "--endpoint" if args.endpoint else ENV_ENDPOINT
+        raise UsageError(f"{source}: {problem}") from None
+    if args.region:
+        raise UsageError(f"--region {args.region!r}: {problem}")
+    raise UsageError(
+        "signature version v4 needs a region: pass --region REGION (e.g. --region "
+        "cn-hangzhou) or set OSS_REGION"
     )
 
 
@@ -1052,10 +1091,10 @@ def build_parser(prog: str = "aiooss-resume") -> argparse.ArgumentParser:
     )
     up.add_argument(
         "--routines",
-        type=_positive_int,
+        type=_routines,
         default=DEFAULT_ROUTINES,
         metavar="N",
-        help=f"parts uploaded concurrently (default {DEFAULT_ROUTINES})",
+        help=f"parts uploaded concurrently, 1..{MAX_ROUTINES} (default {DEFAULT_ROUTINES})",
     )
     cp = up.add_mutually_exclusive_group()
     cp.add_argument(
@@ -1095,7 +1134,7 @@ def build_parser(prog: str = "aiooss-resume") -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="seconds between progress lines (default 0.1 on a terminal, else 3)",
     )
-    up.set_defaults(handler=_cmd_upload)
+    up.set_defaults(handler=_cmd_upload, parser=up)
 
     ab = sub.add_parser(
         "abort",
@@ -1107,7 +1146,7 @@ def build_parser(prog: str = "aiooss-resume") -> argparse.ArgumentParser:
     ab.add_argument("--upload-id", required=True, metavar="ID")
     _add_connection_args(ab)
     ab.add_argument("--quiet", "-q", action="store_true", help="print only errors")
-    ab.set_defaults(handler=_cmd_abort)
+    ab.set_defaults(handler=_cmd_abort, parser=ab)
 
     ls = sub.add_parser(
         "uploads",
@@ -1118,7 +1157,7 @@ def build_parser(prog: str = "aiooss-resume") -> argparse.ArgumentParser:
     ls.add_argument("target", metavar="oss://BUCKET[/PREFIX]")
     _add_connection_args(ls)
     ls.add_argument("--json", action="store_true", help="one JSON object per upload per line")
-    ls.set_defaults(handler=_cmd_uploads)
+    ls.set_defaults(handler=_cmd_uploads, parser=ls)
 
     st = sub.add_parser(
         "status",
@@ -1159,7 +1198,7 @@ def build_parser(prog: str = "aiooss-resume") -> argparse.ArgumentParser:
         help="throttle the emulator so a whole upload takes about S seconds (0: full speed)",
     )
     demo.add_argument("--quiet", "-q", action="store_true", help="print only errors")
-    demo.set_defaults(handler=_cmd_demo)
+    demo.set_defaults(handler=_cmd_demo, parser=demo)
 
     serve_cli = _serve_module()
     serve = sub.add_parser(
@@ -1212,13 +1251,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return EXIT_LOCAL
             index = args_list.index("serve")
             return int(serve_cli.serve_main(args_list[index + 1 :]) or 0)
+        command_parser: argparse.ArgumentParser = args.parser
         if getattr(args, "part_size_text", None) is not None:
             try:
                 args.part_size = parse_size(args.part_size_text)
             except ValueError as exc:
-                parser.error(f"--part-size: {exc}")
+                command_parser.error(f"--part-size: {exc}")
             if not MIN_PART_SIZE <= args.part_size <= MAX_PART_SIZE:
-                parser.error(
+                command_parser.error(
                     f"--part-size {args.part_size_text} ({args.part_size} bytes) is out of "
                     f"range: OSS accepts parts of 100KiB ({MIN_PART_SIZE} bytes) to 5GiB "
                     f"({MAX_PART_SIZE} bytes)"
@@ -1233,12 +1273,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = asyncio.run(outcome) if asyncio.iscoroutine(outcome) else outcome
         return code
     except UsageError as exc:
-        sys.stderr.write(f"{name}: error: {exc}\n")
+        # As argparse reports its own errors: the subcommand's usage line, then the error.
+        command_parser.print_usage(sys.stderr)
+        sys.stderr.write(f"{command_parser.prog}: error: {exc}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:
         sys.stderr.write(f"{name}: interrupted\n")
         return EXIT_INTERRUPTED
     except Exception as exc:
         if os.environ.get("AIOOSS_RESUME_TRACEBACK"):
-            raise
+            # For a bug report: the traceback too, but the same exit code and line as without.
+            traceback.print_exception(exc, file=sys.stderr)
         return _report(exc, sys.stderr, name)

@@ -13,10 +13,14 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from aiooss_resume import BytesSent, PartDone, UploadCompleted, UploadResult, UploadStarted
 from aiooss_resume._cli import (
     EXIT_ABORTED,
+    EXIT_LOCAL,
     EXIT_SERVICE,
+    EXIT_USAGE,
     ProgressPrinter,
     summary_line,
 )
@@ -144,6 +148,68 @@ def test_status_without_credentials_says_it_could_not_check(
         json.loads(run("status", str(cp), "--json", env=no_creds).stdout)["upload_on_oss"]["state"]
         == "unknown"
     )
+
+
+# ---------------------------------------------------------------------- item 11
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["oss://bkt/k", "--routines", "10000"], "--routines: must be at most 1000: 10000"),
+        (["oss://Bad_Bucket/k"], "invalid 'oss://Bad_Bucket/k'"),
+        (["oss://bkt/k", "--endpoint", "ftp://127.0.0.1:1"], "--endpoint: "),
+    ],
+)
+def test_bad_arguments_are_exit_1_with_the_subcommands_usage(
+    tmp_path: Path, extra: list[str], needle: str
+) -> None:
+    make_file(tmp_path / "f.bin", 10)
+    env = cli_env(None, OSS_ENDPOINT="http://127.0.0.1:1", OSS_REGION="cn-hangzhou")
+    proc = run("upload", str(tmp_path / "f.bin"), *extra, env=env)
+    assert proc.returncode == EXIT_USAGE, proc.stderr
+    assert_no_traceback(proc)
+    assert proc.stderr.startswith("usage: python -m aiooss_resume upload ")
+    assert needle in proc.stderr
+    # The same with the traceback switch on: an expected error keeps its exit code.
+    traced = run(
+        "upload", str(tmp_path / "f.bin"), *extra, env=env | {"AIOOSS_RESUME_TRACEBACK": "1"}
+    )
+    assert traced.returncode == EXIT_USAGE
+
+
+def test_missing_region_names_the_option_and_the_variable(tmp_path: Path) -> None:
+    make_file(tmp_path / "f.bin", 10)
+    env = cli_env(None, OSS_ENDPOINT="http://127.0.0.1:1")
+    proc = run("upload", str(tmp_path / "f.bin"), "oss://bkt/k", env=env)
+    assert proc.returncode == EXIT_USAGE, proc.stderr
+    assert proc.stderr.startswith("usage: python -m aiooss_resume upload ")
+    assert "--region REGION" in proc.stderr and "OSS_REGION" in proc.stderr
+    assert "region=" not in proc.stderr  # not Python keyword syntax
+    for sub in (["uploads", "oss://bkt"], ["abort", "oss://bkt/k", "--upload-id", "U"]):
+        proc = run(*sub, env=env)
+        assert proc.returncode == EXIT_USAGE, proc.stderr
+        assert proc.stderr.startswith(f"usage: python -m aiooss_resume {sub[0]} ")
+        assert "OSS_REGION" in proc.stderr
+
+
+def test_traceback_switch_keeps_exit_codes(server: ThreadedOssServer, tmp_path: Path) -> None:
+    env = cli_env(server, AIOOSS_RESUME_TRACEBACK="1")
+    proc = run("upload", str(tmp_path / "missing.bin"), "oss://bkt/k", env=env)
+    assert proc.returncode == EXIT_LOCAL
+    assert "Traceback" in proc.stderr  # what the switch is for
+    assert proc.stderr.rstrip().splitlines()[-1].endswith("missing.bin")
+    make_file(tmp_path / "f.bin", 10 * KiB)
+    bad = env | {"OSS_ACCESS_KEY_SECRET": "wrong"}
+    proc = run("upload", str(tmp_path / "f.bin"), "oss://bkt/k", env=bad)
+    assert proc.returncode == EXIT_SERVICE
+    assert "SignatureDoesNotMatch" in proc.stderr.rstrip().splitlines()[-1]
+
+
+def test_help_documents_the_routines_range() -> None:
+    proc = run("upload", "--help", env=cli_env(None))
+    assert proc.returncode == 0
+    assert "1..1000" in " ".join(proc.stdout.split())
 
 
 # ---------------------------------------------------------------------- item 12
