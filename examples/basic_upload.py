@@ -7,7 +7,12 @@ environment (``OSS_ACCESS_KEY_ID``, ``OSS_ACCESS_KEY_SECRET``, ``OSS_REGION``). 
 the bundled emulator is started in-process, so the example runs anywhere. Without FILE, a
 20 MiB sample file is created in a temporary directory.
 
-Interrupt it (Ctrl-C) and run it again with the same FILE: it resumes from ``FILE.cp``.
+Interrupt it (Ctrl-C): the library flushes every acknowledged part to ``FILE.cp`` while the
+upload unwinds, and the example prints the command that resumes and exits with 130 (the
+shell's code for Ctrl-C), without a traceback. Run that command: it resumes from
+``FILE.cp``. Resuming needs an OSS that outlives the example (``OSS_ENDPOINT``) and a FILE
+of your own: the bundled emulator and the temporary sample go away with the process, so a
+rerun without them starts over (and says so).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shlex
 import sys
 import tempfile
 from collections.abc import AsyncIterator
@@ -72,12 +78,34 @@ async def main(path: Path, target: str) -> None:
     )
 
 
+def interrupted(path: Path | None, target: str) -> int:
+    """What to say after Ctrl-C: how to resume (or why it cannot), and the exit code."""
+    if path is None or not os.environ.get("OSS_ENDPOINT"):
+        print(
+            "interrupted: nothing to resume (the temporary sample or the bundled emulator is "
+            "gone); pass a FILE and set OSS_ENDPOINT to get a resumable upload",
+            file=sys.stderr,
+        )
+        return 130
+    command = shlex.join([sys.executable, sys.argv[0], str(path.resolve()), target])
+    print(
+        f"interrupted: acknowledged parts are kept in {path}.cp; resume with:\n  {command}",
+        file=sys.stderr,
+    )
+    return 130
+
+
 if __name__ == "__main__":
     target = sys.argv[2] if len(sys.argv) > 2 else "oss://example-bucket/examples/sample.bin"
-    if len(sys.argv) > 1:
-        asyncio.run(main(Path(sys.argv[1]), target))
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            sample = Path(tmp) / "sample.bin"
-            sample.write_bytes(os.urandom(20 * 1024 * 1024))
-            asyncio.run(main(sample, target))
+    # asyncio.run cancels main() on Ctrl-C (the upload flushes its checkpoint while it
+    # unwinds) and then raises KeyboardInterrupt here, once that cleanup is over.
+    try:
+        if len(sys.argv) > 1:
+            asyncio.run(main(Path(sys.argv[1]), target))
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                sample = Path(tmp) / "sample.bin"
+                sample.write_bytes(os.urandom(20 * 1024 * 1024))
+                asyncio.run(main(sample, target))
+    except KeyboardInterrupt:
+        sys.exit(interrupted(Path(sys.argv[1]) if len(sys.argv) > 1 else None, target))
