@@ -9,6 +9,11 @@ The recommended shape for an async web service:
   as an asyncio task tracked by the app, and answers ``202`` with the job id at once.
 * **GET /uploads/{id}** reports the state and the bytes done/total from the typed progress
   events; **GET /uploads/{id}/events** streams those events as server-sent events.
+* **DELETE /uploads/{id}** cancels a running upload: the library flushes its acknowledged
+  parts to the checkpoint while the task unwinds, the job's state becomes ``cancelled``
+  (persisted: a restart does not resume it) and the spooled file, the checkpoint and the
+  upload on OSS are kept. Its parts stay on OSS (and are billed) until the upload is
+  aborted, e.g. ``aiooss-resume abort oss://BUCKET/KEY --upload-id ID``.
 * **Shutdown** first ends the open event streams, then cancels the running uploads: the
   library flushes every acknowledged part to the checkpoint while it unwinds, so nothing is
   lost. The streams must end first because uvicorn waits for open connections *before* it
@@ -37,6 +42,7 @@ Run it::
     OSS_ENDPOINT=... UPLOAD_BUCKET=... uvicorn examples.fastapi_app:app
     curl -F file=@big.iso 'http://127.0.0.1:8000/uploads?key=isos/big.iso'
     curl http://127.0.0.1:8000/uploads/<id>
+    curl -X DELETE http://127.0.0.1:8000/uploads/<id>
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ from fastapi.responses import StreamingResponse
 
 import aiooss_resume as oss
 
-State = Literal["uploading", "done", "failed"]
+State = Literal["uploading", "done", "failed", "cancelled"]
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,7 @@ class Job:
         self.bytes_done = 0
         self.resumed_bytes = 0
         self.task: asyncio.Task[None] | None = None
+        self.cancel_requested = False  # DELETE, as opposed to the shutdown's cancellation
         self.subscribers: set[asyncio.Queue[bytes | None]] = set()
 
     def status(self) -> JobStatus:
@@ -213,6 +220,16 @@ class Uploads:
 
     # -- jobs
 
+    async def cancel(self, job: Job) -> None:
+        """Cancel ``job``'s running upload and wait until it is checkpointed and recorded."""
+        if job.task is None or job.task.done() or job.record.state != "uploading":
+            return
+        job.cancel_requested = True
+        job.task.cancel()
+        # Not cancelled with this request if the client goes away: the library bounds the
+        # flush of the checkpoint itself (a few seconds at most).
+        await asyncio.wait([job.task])
+
     async def submit(self, file: UploadFile, key: str | None) -> Job:
         job_id = uuid.uuid4().hex
         key = key or f"uploads/{job_id}/{file.filename or 'file'}"
@@ -247,7 +264,11 @@ class Uploads:
             )
         except asyncio.CancelledError:
             # Shutdown: the record stays "uploading" and the checkpoint was flushed, so the
-            # next start resumes this job.
+            # next start resumes this job. DELETE: the same, but recorded as "cancelled",
+            # which the next start leaves alone.
+            if job.cancel_requested:
+                record.state = "cancelled"
+                await asyncio.to_thread(self._save_record, record)
             job.publish(None)
             raise
         except (oss.OssError, OSError) as exc:
@@ -327,6 +348,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/uploads/{job_id}")
     async def upload_status(request: Request, job_id: str) -> dict[str, Any]:
         return msgspec.structs.asdict(job_of(request, job_id).status())
+
+    @app.delete("/uploads/{job_id}")
+    async def cancel_upload(request: Request, job_id: str) -> dict[str, Any]:
+        """Cancel a running upload (answers its status, state ``cancelled``); 409 if it ended."""
+        job = job_of(request, job_id)
+        await uploads_of(request).cancel(job)
+        if job.record.state != "cancelled":
+            raise HTTPException(status_code=409, detail=f"the upload is {job.record.state}")
+        return msgspec.structs.asdict(job.status())
 
     @app.get("/uploads/{job_id}/events")
     async def upload_events(request: Request, job_id: str) -> StreamingResponse:

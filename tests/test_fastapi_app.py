@@ -365,3 +365,72 @@ def test_sigterm_to_the_uvicorn_command_with_an_event_stream_open(tmp_path: Path
         assert len(decode_checkpoint(cp_file.read_bytes()).parts) == 3
         record = json.loads((tmp_path / "data" / "jobs" / f"{job_id}.json").read_text())
         assert record["state"] == "uploading"
+
+
+@pytest.mark.anyio
+async def test_delete_cancels_the_upload_and_keeps_its_checkpoint(
+    oss_server: OssServer, tmp_path: Path
+) -> None:
+    example = load_example()
+    settings = example.Settings(
+        endpoint=oss_server.endpoint,
+        bucket="bkt",
+        data_dir=tmp_path / "data",
+        part_size=100 * KiB,
+        routines=1,
+    )
+    data = os.urandom(500 * KiB)  # 5 parts; part 3 is held by the server
+    subscribed = asyncio.Event()
+    oss_server.faults.add(hold_until(subscribed))
+    held = oss_server.faults.add(Fault(operation="UploadPart", part_number=3, stall=120.0))
+
+    running = RunningApp(example.create_app(settings))
+    async with running, httpx.AsyncClient(base_url=running.url, timeout=30) as http:
+        resp = await http.post("/uploads", params={"key": "c"}, files={"file": ("d", data)})
+        job_id = resp.json()["id"]
+        watch = EventStream(http, job_id)
+        async with asyncio.timeout(10):
+            await watch.subscribed.wait()
+        subscribed.set()
+        await watch.wait_for(lambda n, d: d.get("type") == "PartDone" and d["parts_done"] == 2)
+
+        resp = await http.delete(f"/uploads/{job_id}")
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["state"] == "cancelled"
+        events = await watch.finished()  # the stream ends with the upload
+        assert events[-1] == ("status", resp.json())
+        status = (await http.get(f"/uploads/{job_id}")).json()
+        assert status["state"] == "cancelled" and status["total_bytes"] == len(data)
+        again = await http.delete(f"/uploads/{job_id}")  # idempotent
+        assert again.status_code == 200 and again.json()["state"] == "cancelled"
+        assert (await http.delete("/uploads/nope")).status_code == 404
+
+        # A finished upload cannot be cancelled.
+        resp = await http.post("/uploads", params={"key": "small"}, files={"file": ("s", b"x")})
+        small = resp.json()["id"]
+        await poll(http, f"/uploads/{small}", lambda s: s["state"] == "done")
+        conflict = await http.delete(f"/uploads/{small}")
+        assert conflict.status_code == 409 and "done" in conflict.json()["detail"]
+
+    # What was kept: the record says cancelled, the checkpoint holds the acknowledged parts,
+    # the spooled file and the upload on OSS are still there, nothing was completed.
+    record = json.loads((tmp_path / "data" / "jobs" / f"{job_id}.json").read_text())
+    assert record["state"] == "cancelled"
+    (cp_file,) = (tmp_path / "data" / "checkpoints").glob("*.cp")
+    kept = decode_checkpoint(cp_file.read_bytes())
+    assert sorted(p.number for p in kept.parts) == [1, 2]
+    assert (tmp_path / "data" / "jobs" / f"{job_id}.data").exists()
+    assert [u.upload_id for u in oss_server.list_uploads("bkt")] == [kept.upload_id]
+    with pytest.raises(FileNotFoundError):
+        oss_server.read_object("bkt", "c")
+
+    # A restart leaves the cancelled job alone (only "uploading" jobs are resumed).
+    held.remove()
+    running = RunningApp(example.create_app(settings))
+    async with running, httpx.AsyncClient(base_url=running.url, timeout=10) as http:
+        status = (await http.get(f"/uploads/{job_id}")).json()
+        assert status["state"] == "cancelled"
+        assert (await http.delete(f"/uploads/{job_id}")).json()["state"] == "cancelled"
+    with pytest.raises(FileNotFoundError):
+        oss_server.read_object("bkt", "c")
+    assert decode_checkpoint(cp_file.read_bytes()).upload_id == kept.upload_id
