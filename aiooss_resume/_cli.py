@@ -812,12 +812,23 @@ class _UploadCheck(msgspec.Struct, kw_only=True):
 
 
 async def _check_upload(args: argparse.Namespace, cp: Checkpoint) -> _UploadCheck:
-    """Ask OSS (ListParts) whether the checkpoint's upload still exists, and what it holds."""
+    """Ask OSS (ListParts) whether the checkpoint's upload still exists, and what it holds.
+
+    The request goes to the configured endpoint (``--endpoint``/``OSS_ENDPOINT``, as for
+    ``upload``), and only if it is the checkpoint's: a checkpoint is data from disk, and the
+    endpoint it names must not receive the environment's credentials on its say-so.
+    """
     if args.offline:
         return _UploadCheck(state="unknown", reason="not checked (--offline)")
+    endpoint: str | None = args.endpoint or os.environ.get(ENV_ENDPOINT) or None
+    if not endpoint:
+        return _UploadCheck(
+            state="unknown",
+            reason=f"could not be checked: no endpoint (pass --endpoint URL or set {ENV_ENDPOINT})",
+        )
     try:
         client = Client(
-            cp.endpoint,
+            endpoint,
             region=args.region or None,
             signature_version=args.signature_version,
             connect_timeout=5.0,
@@ -827,6 +838,12 @@ async def _check_upload(args: argparse.Namespace, cp: Checkpoint) -> _UploadChec
         if "region" in reason and not args.region:
             reason = "no region: pass --region REGION or set OSS_REGION"
         return _UploadCheck(state="unknown", reason=f"could not be checked: {reason}")
+    if client.endpoint != cp.endpoint:
+        return _UploadCheck(
+            state="unknown",
+            reason=f"not checked: the checkpoint is for {cp.endpoint}, the configured endpoint "
+            f"is {client.endpoint}",
+        )
     try:
         async with client:
             parts = await client._list_parts(cp.bucket, cp.key, cp.upload_id)
@@ -1164,9 +1181,9 @@ def build_parser(prog: str = "aiooss-resume") -> argparse.ArgumentParser:
         help="show what a checkpoint holds, whether its source file still matches and "
         "whether its upload still exists on OSS (ListParts)",
         description="Show what CHECKPOINT holds and what the next run of its upload will "
-        "do. The upload id is checked with ListParts at the checkpoint's endpoint, with the "
-        "credentials and region of the environment (as for upload); without them, or with "
-        "--offline, the status says it could not be checked.",
+        "do. The upload id is checked with ListParts, with the endpoint, credentials and "
+        "region of the environment (as for upload), if that endpoint is the checkpoint's; "
+        "otherwise, or with --offline, the status says it could not be checked.",
         epilog=_EPILOG,
         formatter_class=fmt,
     )
@@ -1175,8 +1192,7 @@ def build_parser(prog: str = "aiooss-resume") -> argparse.ArgumentParser:
     st.add_argument(
         "--offline", action="store_true", help="do not ask OSS whether the upload still exists"
     )
-    st.add_argument("--region", help="region id for V4 signing (default: $OSS_REGION...)")
-    st.add_argument("--signature-version", choices=("v1", "v4"), default="v4", help="default: v4")
+    _add_connection_args(st)
     st.set_defaults(handler=_cmd_status, parser=st)
 
     demo = sub.add_parser(

@@ -136,18 +136,35 @@ def test_status_without_credentials_says_it_could_not_check(
     server: ThreadedOssServer, tmp_path: Path
 ) -> None:
     cp, upload_id = failed_upload(server, tmp_path)
-    no_creds = cli_env(None, OSS_REGION=server.region)
+    no_creds = cli_env(None, OSS_ENDPOINT=server.endpoint, OSS_REGION=server.region)
     status = run("status", str(cp), env=no_creds)
     assert status.returncode == 0, status.stderr
     assert_no_traceback(status)
     assert "on OSS:      could not be checked: credentials error" in status.stdout
     assert f"resumes if upload {upload_id} still exists on OSS, else starts a new" in status.stdout
+    doc = json.loads(run("status", str(cp), "--json", env=no_creds).stdout)
+    assert doc["upload_on_oss"]["state"] == "unknown"
     offline = run("status", str(cp), "--offline", env=cli_env(server))
     assert "not checked (--offline)" in offline.stdout
-    assert (
-        json.loads(run("status", str(cp), "--json", env=no_creds).stdout)["upload_on_oss"]["state"]
-        == "unknown"
-    )
+    nowhere = run("status", str(cp), env=cli_env(None))
+    assert "could not be checked: no endpoint" in nowhere.stdout
+
+
+def test_status_asks_only_the_configured_endpoint(
+    server: ThreadedOssServer, tmp_path: Path
+) -> None:
+    # A checkpoint is data from disk: the endpoint it names does not get the credentials.
+    cp, _ = failed_upload(server, tmp_path)
+    with ThreadedOssServer(root=tmp_path / "other") as other:
+        before = len(server.requests)
+        status = run("status", str(cp), env=cli_env(other))
+        assert status.returncode == 0, status.stderr
+        assert f"not checked: the checkpoint is for {server.endpoint}" in status.stdout
+        assert other.requests == []
+        assert len(server.requests) == before
+        status = run("status", str(cp), "--endpoint", server.endpoint, env=cli_env(other))
+        assert "not checked" not in status.stdout
+        assert len(server.requests) == before + 1  # the one ListParts, where it was asked
 
 
 # ---------------------------------------------------------------------- item 11
