@@ -24,9 +24,13 @@ import pytest
 import aiooss_resume as oss
 from aiooss_resume._checkpoint import decode_checkpoint
 from aiooss_resume._errors import CheckpointError
-from aiooss_resume._foreign import GO_MAGIC, oss2_record_path, recognise
+from aiooss_resume._foreign import GO_MAGIC, _rfc3339_ns, oss2_record_path, recognise
+from aiooss_resume._http import HttpResponse
+from aiooss_resume._models import ListPartsResult, PartInfo
+from aiooss_resume._xml import encode_list_parts_result
 from aiooss_resume.testing import Fault, ThreadedOssServer
 
+from .fake_oss import Call, FakeOss
 from .reliability_helpers import (
     BUCKET,
     KIB,
@@ -154,14 +158,17 @@ def test_go_fixture_is_what_the_go_sdk_would_verify(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------- adoption
 
 
+@pytest.mark.parametrize("recorded", ["absolute", "relative"])
 async def test_go_checkpoint_is_adopted_converted_and_completed(
-    server: ThreadedOssServer, tmp_path: Path
+    server: ThreadedOssServer, tmp_path: Path, recorded: str
 ) -> None:
     src = tmp_path / "src.bin"
     data = make_file(src, SIZE, 2)
     upload_id, etags = _go_interrupted(server, "go.bin", src=src)
     cp = tmp_path / "src.bin.cp"
-    cp.write_bytes(_go_checkpoint(src, "go.bin", upload_id, etags))
+    # Go records the path as its caller passed it: relative to that process's directory.
+    file_path = str(src) if recorded == "absolute" else "src.bin"
+    cp.write_bytes(_go_checkpoint(src, "go.bin", upload_id, etags, file_path=file_path))
     mark = len(server.requests)
     fault = server.faults.add(Fault(operation="UploadPart", part_number=5, status=403))
     async with make_client(server) as client:
@@ -179,7 +186,7 @@ async def test_go_checkpoint_is_adopted_converted_and_completed(
         )
     assert result.upload_id == upload_id and result.parts_resumed == 4
     assert_object(server, "go.bin", data)
-    sent = [r.part_number for r in part_records(server, "go.bin")[3:]]
+    sent = [r.part_number or 0 for r in part_records(server, "go.bin")[3:]]
     assert sorted(sent) == [4, 5, 5], "parts the Go SDK had sent were sent again"
     assert all(r.upload_id == upload_id for r in list(server.requests)[mark:] if r.upload_id)
     assert not open_upload_ids(server)
@@ -330,7 +337,58 @@ def test_utc_and_offset_times_agree() -> None:
     at_utc = _go_time(ns).replace("+08:00", "")  # not valid alone: build a UTC form
     stamp = datetime.fromtimestamp(ns // 10**9, UTC).strftime("%Y-%m-%dT%H:%M:%S")
     assert at_utc != stamp  # the fixture really used another zone
-    from aiooss_resume._foreign import _rfc3339_ns
-
     assert _rfc3339_ns(_go_time(ns)) == ns
     assert _rfc3339_ns(f"{stamp}.123456789Z") == ns
+
+
+async def test_without_crc_in_list_parts_each_part_is_checked_by_md5(tmp_path: Path) -> None:
+    """ListParts with no HashCrc64ecma (a gateway): the local MD5 must equal the ETag."""
+    fake = FakeOss()
+    src = tmp_path / "src.bin"
+    data = make_file(src, SIZE, 8)
+
+    def client() -> oss.Client:
+        return oss.Client(
+            "http://127.0.0.1:1",
+            credentials=oss.Credentials("ak", "sk"),
+            region="cn-hangzhou",
+            transport=fake.transport,
+            retry=oss.RetryPolicy(max_attempts=1, base_delay=0.0),
+        )
+
+    async def part_four_fails(call: Call) -> HttpResponse | None:
+        if call.op == "UploadPart" and call.part_number == 4:
+            return HttpResponse(403, {"x-oss-request-id": "F"}, b"")
+        return None
+
+    fake.fault = part_four_fails
+    async with client() as c:  # a checkpoint keeps the upload open; then Go's replaces it
+        with pytest.raises(oss.ServiceError):
+            await c.bucket("bkt").upload_file("k.bin", src, PART, routines=1, checkpoint=True)
+    (upload_id, upload), *_ = [(i, u) for i, u in fake.uploads.items() if u.key == "k.bin"]
+    etags = {n: etag for n, (_, etag, _) in upload.parts.items()}
+    body, _, crc = upload.parts[2]
+    upload.parts[2] = (body, '"' + "0" * 32 + '"', crc)  # OSS's ETag no longer the bytes' MD5
+    (tmp_path / "src.bin.cp").write_bytes(_go_checkpoint(src, "k.bin", upload_id, etags))
+
+    async def no_crc_in_list_parts(call: Call) -> HttpResponse | None:
+        if call.op != "ListParts":
+            return None
+        parts = tuple(
+            PartInfo(n, etag, len(chunk), None)
+            for n, (chunk, etag, _) in sorted(fake.uploads[upload_id].parts.items())
+        )
+        result = ListPartsResult(
+            bucket="bkt", key="k.bin", upload_id=upload_id, part_number_marker=0,
+            next_part_number_marker=parts[-1].part_number, max_parts=1000,
+            is_truncated=False, parts=parts,
+        )  # fmt: skip
+        return HttpResponse(200, {}, encode_list_parts_result(result, url_encode=True))
+
+    fake.fault = no_crc_in_list_parts
+    mark = len(fake.ops("UploadPart"))
+    async with client() as c:
+        result = await c.bucket("bkt").upload_file("k.bin", src, PART, checkpoint=True)
+    assert result.upload_id == upload_id and result.parts_resumed == 2
+    assert sorted(c.part_number for c in fake.ops("UploadPart")[mark:]) == [2, 4, 5]
+    assert fake.objects["k.bin"][0] == data
