@@ -64,7 +64,13 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ._checkpoint import Checkpoint, CheckpointPart, SourceIdentity, decode_checkpoint
+from ._checkpoint import (
+    CHECKPOINT_FORMAT,
+    Checkpoint,
+    CheckpointPart,
+    SourceIdentity,
+    decode_checkpoint,
+)
 from ._crc64 import crc64
 from ._errors import CheckpointError, NoSuchUploadError
 from ._fileio import CHUNK_SIZE, read_optional, refuse_symlink
@@ -92,6 +98,7 @@ GO_MAGIC = "FE8BB4EA-B593-4FAC-AD7A-2459A36E2E62"
 OSS2_OP = "ResumableUpload"
 OSS2_STORE_DIR = ".py-oss-upload"
 
+_OURS = b'{"format":"' + CHECKPOINT_FORMAT.encode() + b'"'
 _GO_PREFIX = b'{"Magic":"' + GO_MAGIC.encode() + b'","MD5":"'
 _UPLOAD_ID = re.compile(rb'"(?:UploadID|upload_id)"\s*:\s*"([^"\\]{1,200})"')
 _RFC3339 = re.compile(
@@ -167,6 +174,8 @@ class Adoption(msgspec.Struct, kw_only=True):
 
 def recognise(data: bytes, path: str) -> ForeignRecord | None:
     """The Go SDK's or oss2's record in ``data``, or None if it is neither's."""
+    if data.startswith(_OURS):  # ours, even if damaged or naming a key with Go's magic in it
+        return None
     if GO_MAGIC.encode() in data:
         return _go_record(data, path)
     if b'"op_type"' in data and OSS2_OP.encode() in data:

@@ -22,7 +22,12 @@ import oss2
 import pytest
 
 import aiooss_resume as oss
-from aiooss_resume._checkpoint import decode_checkpoint
+from aiooss_resume._checkpoint import (
+    Checkpoint,
+    SourceIdentity,
+    decode_checkpoint,
+    encode_checkpoint,
+)
 from aiooss_resume._errors import CheckpointError
 from aiooss_resume._foreign import GO_MAGIC, _rfc3339_ns, oss2_record_path, recognise
 from aiooss_resume._http import HttpResponse
@@ -153,6 +158,15 @@ def test_go_fixture_is_what_the_go_sdk_would_verify(tmp_path: Path) -> None:
     assert flipped != data
     damaged = recognise(flipped, "x.cp")
     assert damaged is not None and "MD5" in damaged.problem and damaged.upload_id == "UPLOADID"
+    # Ours is never taken for theirs, even naming a key that contains Go's magic string.
+    ours = encode_checkpoint(
+        Checkpoint(
+            endpoint="http://x", bucket="b", key=GO_MAGIC + '"op_type" ResumableUpload',
+            upload_id="U", part_size=PART, options_fingerprint="f",
+            source=SourceIdentity(path="/p", size=1, mtime_ns=1, inode=1),
+        )
+    )  # fmt: skip
+    assert recognise(ours, "x.cp") is None and recognise(ours[:-9], "x.cp") is None
 
 
 # ---------------------------------------------------------------------- adoption
