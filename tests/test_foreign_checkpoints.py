@@ -46,7 +46,7 @@ from .reliability_helpers import (
     part_records,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.sdk]  # oss2 writes the real records
 
 SIZE = 450 * KIB  # five parts of 100 KiB: 4 full ones and a 50 KiB tail
 PART = 100 * KIB
