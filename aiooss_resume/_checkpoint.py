@@ -78,6 +78,9 @@ class Checkpoint(msgspec.Struct, kw_only=True):
     source: SourceIdentity
     parts: list[CheckpointPart] = msgspec.field(default_factory=list)
     created_at: str = ""
+    # "<tool> <path>" when the upload was adopted from another tool's checkpoint (_foreign):
+    # its part layout is then the one on OSS, whatever part size a later run asks for.
+    adopted_from: str = ""
 
 
 class _Envelope(msgspec.Struct, kw_only=True):

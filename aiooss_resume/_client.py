@@ -568,7 +568,8 @@ class Bucket:
             checkpoint: None/False: not resumable. True: resumable, with the checkpoint at
                 ``<file_path>.cp``. A path: resumable, with the checkpoint there.
             checkpoint_dir: resumable, with the checkpoint in this directory under a name
-                derived from the source path and the target.
+                derived from the source path and the target. A checkpoint the Go SDK or
+                oss2 left for this very upload is adopted (docs/resuming.md).
             headers: object metadata and options (``Content-Type``, ``x-oss-meta-*``,
                 ``x-oss-object-acl``, ``x-oss-storage-class``, server-side encryption,
                 ``x-oss-forbid-overwrite``, ``x-oss-tagging``, ``x-oss-traffic-limit``...),
@@ -584,7 +585,9 @@ class Bucket:
             ServiceError: OSS refused a request (``code`` and ``request_id`` say why).
             TransportError: the network failed and retries ran out.
             IntegrityError: a CRC-64 mismatch that retries did not cure.
-            CheckpointError: the checkpoint cannot be written or is locked by another run.
+            CheckpointError: the checkpoint cannot be written or is locked by another run,
+                or an explicit path holds another target's checkpoint (ours or another
+                tool's), which is not overwritten.
             FileChangedError: the file changed while it was being uploaded: the multipart
                 upload was aborted, or the single PutObject not stored (the message says
                 if an earlier attempt, whose answer was lost, may have stored it).

@@ -108,6 +108,7 @@ from ._fileio import (
     stat_identity,
     write_atomic,
 )
+from ._foreign import Adoption, adopt_foreign
 from ._http import HttpResponse
 from ._models import PartInfo
 from ._planner import PartPlan, effective_part_size, plan_parts, validate_part_size
@@ -370,9 +371,17 @@ async def upload_file(
             key=key,
         )
     )
+    # A Go SDK / oss2 record of this upload is adopted, one of another is left alone (_foreign).
+    distinct = f"{path}.{_target_digest(path, client.endpoint, bucket, key)}.cp"
+    fallback = distinct if checkpoint is True and checkpoint_dir is None else None
+    cp_path, adoption, adopted_part_size = await adopt_foreign(
+        client, bucket, key, path, cp_path, fallback, plan_headers.other
+    )
+    part_size = adopted_part_size or part_size
     job = _Upload(
         client, bucket, key, path, part_size, routines, cp_path, plan_headers, on_progress
     )
+    job.adoption = adoption
     return await job.run()
 
 
@@ -763,6 +772,8 @@ class _Body:
 class _Upload:
     """One call of ``upload_file``."""
 
+    adoption: Adoption | None = None  # another tool's record of this upload (_foreign)
+
     def __init__(
         self,
         client: Client,
@@ -986,6 +997,10 @@ class _Upload:
     async def _load_checkpoint(self, part_size: int) -> Checkpoint | None:
         assert self.cp_path is not None
         data = await self.io.run(read_optional, self.cp_path)
+        if self.adoption is not None:
+            adopted = self.adoption.take(data, self.identity, self._fingerprint(part_size))
+            if adopted is not None:
+                return adopted
         if data is None:
             return None
         try:
