@@ -39,12 +39,13 @@ from ._server import (
 __all__ = ["add_serve_arguments", "run_serve", "serve_main"]
 
 _FAULT_HELP = (
-    "inject a fault: OPERATION[:name=value]... with names part, nth, times (int or inf), "
-    "status, code, message, reset_after_bytes, stall, delay, throttle, and the flags "
-    "wrong_crc, omit_crc, drop_response, truncate_response; e.g. "
-    "UploadPart:part=3:times=2:status=503:code=SlowDown or UploadPart:nth=2:reset_after_bytes="
-    "65536; or chaos:probability=P:seed=N[:kinds=error+slowdown+reset+wrong_crc+drop_response"
-    "+truncate+delay][:operations=UploadPart+...]. Repeatable."
+    "inject a fault: OPERATION[:name=value]... with names part, range_start, nth, times "
+    "(int or inf), status, code, message, reset_after_bytes, truncate_after_bytes, stall, "
+    "delay, throttle, and the flags wrong_crc, omit_crc, drop_response, truncate_response, "
+    "corrupt_body; e.g. UploadPart:part=3:times=2:status=503:code=SlowDown, "
+    "UploadPart:nth=2:reset_after_bytes=65536 or GetObject:range_start=0:corrupt_body; or "
+    "chaos:probability=P:seed=N[:kinds=error+slowdown+reset+wrong_crc+drop_response"
+    "+truncate+delay+corrupt][:operations=UploadPart+...]. Repeatable."
 )
 
 
