@@ -45,6 +45,7 @@ import re
 import secrets
 import shutil
 import socket
+import ssl
 import struct
 import tempfile
 import threading
@@ -359,7 +360,8 @@ class OssServer:
     ``async with OssServer(root=tmp) as server:`` starts it on ``host:port`` (port 0 picks a
     free one) and exposes ``endpoint``, ``credentials``, ``region``, ``faults``,
     ``requests`` and ``stats``. Without ``root`` a temporary directory is used and removed on
-    exit. See ``docs/testing.md``.
+    exit. With ``ssl_context`` (e.g. ``self_signed_tls().server_context``) it serves HTTPS.
+    See ``docs/testing.md``.
     """
 
     def __init__(
@@ -381,7 +383,11 @@ class OssServer:
         virtual_host_base: str | None = "localhost",
         cname: Mapping[str, str] | None = None,
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
+            raise TypeError("ssl_context must be an ssl.SSLContext (see self_signed_tls)")
+        self._ssl_context = ssl_context
         if store not in ("disk", "discard"):
             raise ValueError("store must be 'disk' or 'discard'")
         if list_parts_page_size is not None and not 1 <= list_parts_page_size <= 1000:
@@ -420,6 +426,7 @@ class OssServer:
         self._root: Path | None = None
         self._temp_root = False
         self._runner: web.ServerRunner | None = None
+        self._web_server: web.Server | None = None
         self._bound_port: int | None = None
         self._closing: asyncio.Event | None = None
 
@@ -450,9 +457,10 @@ class OssServer:
             auto_decompress=False,
             lingering_time=5.0,
         )
+        self._web_server = server
         runner = web.ServerRunner(server, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, self._host, self._port)
+        site = web.TCPSite(runner, self._host, self._port, ssl_context=self._ssl_context)
         try:
             await site.start()
         except BaseException:
@@ -470,8 +478,17 @@ class OssServer:
         if self._closing is not None:
             self._closing.set()
         runner, self._runner = self._runner, None
+        # A TLS connection closes with a close_notify exchange that an idle keep-alive client
+        # (requests' pool) never answers; without this its socket outlives the loop.
+        open_tls = (
+            [h.transport for h in self._web_server.connections if h.transport is not None]
+            if self._ssl_context is not None and self._web_server is not None
+            else []
+        )
         if runner is not None:
             await runner.cleanup()
+        for transport in open_tls:
+            transport.abort()
         if self._temp_root and self._root is not None:
             root = self._root
             await asyncio.get_running_loop().run_in_executor(
@@ -495,11 +512,12 @@ class OssServer:
 
     @property
     def endpoint(self) -> str:
-        """``http://HOST:PORT``: give this to a client as its endpoint."""
+        """``http://HOST:PORT`` (``https://`` with ``ssl_context``): a client's endpoint."""
         if self._bound_port is None:
             raise RuntimeError("server not started")
         host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self._bound_port}"
+        scheme = "https" if self._ssl_context is not None else "http"
+        return f"{scheme}://{host}:{self._bound_port}"
 
     @property
     def host(self) -> str:
@@ -1544,6 +1562,7 @@ class ThreadedOssServer:
         virtual_host_base: str | None = "localhost",
         cname: Mapping[str, str] | None = None,
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.server = OssServer(
             root,
@@ -1562,6 +1581,7 @@ class ThreadedOssServer:
             virtual_host_base=virtual_host_base,
             cname=cname,
             request_timeout=request_timeout,
+            ssl_context=ssl_context,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
