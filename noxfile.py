@@ -51,6 +51,7 @@ def typing(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The test suite with coverage (soak tests excluded; pass '-m soak' to run them)."""
+    # .[test] brings trustme, which tests/test_tls.py needs for the emulator's certificates
     session.install("-e", ".[test]")
     args = session.posargs or ["-m", "not soak"]
     env = _ali_oss(session)
@@ -60,7 +61,7 @@ def tests(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Benchmarks against the official SDKs (never part of the test gate)."""
-    session.install("-e", ".[bench]")
+    session.install("-e", ".[bench]")  # with trustme, for `upload --tls`
     session.run("python", "-m", "benchmarks", *session.posargs)
 
 

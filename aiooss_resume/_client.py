@@ -37,6 +37,7 @@ import itertools
 import logging
 import random
 import re
+import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from os import PathLike
@@ -183,6 +184,10 @@ class Client:
         read_timeout: seconds without progress (sending or waiting) before a request fails.
         io_threads: worker threads for file reads and checkpoint writes, on the library's own
             limiter (never anyio's default one, which a FastAPI app shares).
+        ssl: an ``ssl.SSLContext`` for ``https`` endpoints, e.g. one trusting a private CA
+            (``ssl.create_default_context(cafile="ca.pem")``); default: the system's CAs.
+            Verification is always on; a certificate that does not verify is a
+            ``TransportError`` with ``retryable`` False.
     """
 
     def __init__(
@@ -199,6 +204,7 @@ class Client:
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
         io_threads: int = 8,
+        ssl: ssl_module.SSLContext | None = None,
     ) -> None:
         url = URL(endpoint if "://" in endpoint else f"https://{endpoint}")
         if url.user is not None or url.password is not None:
@@ -215,6 +221,8 @@ class Client:
             raise ValueError("signature_version must be 'v1' or 'v4'")
         if session is not None and transport is not None:
             raise ValueError("pass either session or transport, not both")
+        if ssl is not None and (transport is not None or url.scheme != "https"):
+            raise ValueError("ssl applies to an https endpoint without a custom transport")
         self._scheme = url.scheme
         self._netloc = url.raw_authority
         self.endpoint = f"{url.scheme}://{url.raw_authority}"
@@ -231,7 +239,7 @@ class Client:
         self._credentials = resolve_credentials_provider(credentials)
         self.retry = retry or RetryPolicy()
         self._transport: Transport = transport or AiohttpTransport(
-            session, connect_timeout=connect_timeout, read_timeout=read_timeout
+            session, connect_timeout=connect_timeout, read_timeout=read_timeout, ssl=ssl
         )
         self._skew = ClockSkew()
         self._rng = random.random

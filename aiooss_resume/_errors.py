@@ -175,7 +175,14 @@ class NoSuchUploadError(ServiceError):
 
 @final
 class TransportError(OssError):
-    """No complete HTTP response was received (connection failure, reset or timeout)."""
+    """No complete HTTP response was received (connection failure, reset or timeout).
+
+    Attributes:
+        retryable: False when sending again cannot help: the server's TLS certificate did
+            not verify (pass ``Client(ssl=...)`` trusting its CA). True otherwise.
+    """
+
+    retryable: bool = True
 
 
 @final

@@ -25,6 +25,7 @@ taken effect, but its answer was lost, so it is retried like any other lost conn
 from __future__ import annotations
 
 import asyncio
+import ssl as ssl_module
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Protocol, final, runtime_checkable
@@ -188,9 +189,16 @@ class AiohttpTransport:
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
         max_connections: int = 100,
+        ssl: ssl_module.SSLContext | None = None,
     ) -> None:
         if connect_timeout <= 0 or read_timeout <= 0:
             raise ValueError("timeouts must be > 0")
+        if ssl is not None and not isinstance(ssl, ssl_module.SSLContext):
+            # never a bool: ssl=False would silently turn certificate verification off
+            raise TypeError("ssl must be an ssl.SSLContext (or None for the system's CAs)")
+        if ssl is not None and session is not None:
+            raise ValueError("pass ssl or session, not both (a session has its own connector)")
+        self._ssl: ssl_module.SSLContext | bool = True if ssl is None else ssl
         self._session = session
         self._owns_session = session is None
         self._connect_timeout = connect_timeout
@@ -200,7 +208,7 @@ class AiohttpTransport:
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._max_connections),
+                connector=aiohttp.TCPConnector(limit=self._max_connections, ssl=self._ssl),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout),
                 auto_decompress=False,
             )
@@ -249,6 +257,15 @@ class AiohttpTransport:
                 f"{request.method} {_short(request.url)}: response truncated: the connection "
                 "closed before the whole body arrived"
             ) from exc
+        except aiohttp.ClientConnectorCertificateError as exc:
+            # A certificate that does not verify will not verify on the next attempt.
+            error = TransportError(
+                f"{request.method} {_short(request.url)}: TLS certificate verification failed "
+                f"({exc.certificate_error}); to trust a private CA pass "
+                "Client(ssl=ssl.create_default_context(cafile=...))"
+            )
+            error.retryable = False
+            raise error from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise TransportError(
                 f"{request.method} {_short(request.url)}: {type(exc).__name__}: {exc}"

@@ -144,7 +144,9 @@ def is_retryable(error: BaseException) -> bool:
     Defined for every exception, and never raises.
     """
     try:
-        if isinstance(error, TransportError | ProtocolError | IntegrityError):
+        if isinstance(error, TransportError):
+            return error.retryable is not False
+        if isinstance(error, ProtocolError | IntegrityError):
             return True
         if isinstance(error, NoSuchUploadError):
             return False

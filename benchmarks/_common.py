@@ -101,6 +101,8 @@ class Emulator:
     access_key_id: str
     access_key_secret: str
     region: str
+    ca_file: str | None = None
+    """The CA to trust when the server speaks HTTPS (``emulator(..., tls=True)``)."""
 
     def cpu_seconds(self) -> float:
         """User+sys CPU of the server process so far (for 'is the server the bottleneck')."""
@@ -115,12 +117,16 @@ class Emulator:
             "access_key_id": self.access_key_id,
             "access_key_secret": self.access_key_secret,
             "region": self.region,
+            "ca_file": self.ca_file,
         }
 
 
 @contextlib.contextmanager
-def emulator(root: Path, server: str = "emulator") -> Iterator[Emulator]:
-    """Start ``server`` in its own process: the OSS emulator (discard store) or the sink."""
+def emulator(root: Path, server: str = "emulator", *, tls: bool = False) -> Iterator[Emulator]:
+    """Start ``server`` in its own process: the OSS emulator (discard store) or the sink.
+
+    ``tls``: it serves HTTPS with a certificate made at start; ``Emulator.ca_file`` is the CA.
+    """
     root.mkdir(parents=True, exist_ok=True)
     if server == "emulator":
         cmd = ["-m", "benchmarks._serve", "--root", str(root), "--store", "discard"]
@@ -128,6 +134,8 @@ def emulator(root: Path, server: str = "emulator") -> Iterator[Emulator]:
         cmd = ["-m", "benchmarks._sink"]
     else:
         raise ValueError(f"unknown server {server!r} (emulator or sink)")
+    if tls:
+        cmd += ["--tls-ca-file", str(root / "tls-ca.pem")]
     proc = subprocess.Popen(
         [sys.executable, *cmd],
         stdin=subprocess.PIPE,
@@ -223,10 +231,14 @@ def git_revision() -> str:
     return head + ("+dirty" if git("status", "--porcelain", "--", "aiooss_resume") else "")
 
 
-def save_results(name: str, payload: dict[str, Any]) -> Path:
-    """Write ``benchmarks/results/<name>.json`` (with the machine description and a timestamp)."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{name}.json"
+def save_results(name: str, payload: dict[str, Any], directory: Path | None = None) -> Path:
+    """Write ``benchmarks/results/<name>.json`` (with the machine description and a timestamp).
+
+    ``directory`` replaces ``benchmarks/results`` (the CI smoke writes to a temp dir).
+    """
+    directory = RESULTS_DIR if directory is None else directory
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.json"
     doc = {
         "benchmark": name,
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -5,10 +5,13 @@ upload makes (Initiate, UploadPart, Complete, Abort, HEAD) on 127.0.0.1 from an
 ``asyncio.BufferedProtocol`` that receives bodies into one reused buffer and only computes
 their CRC-64 (fastcrc) so every client's CRC check still runs. It shows how fast a client can
 go when the server costs almost nothing; it prints the same JSON line as ``_serve``.
+``--tls-ca-file PATH`` serves HTTPS (asyncio's TLS under the same protocol) with a certificate
+made at start, the CA written to PATH, so TLS's own cost can be told apart from the client's.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import itertools
 import json
@@ -181,18 +184,24 @@ def _list_parts_xml(upload_id: str, parts: dict[int, tuple[int, int]]) -> bytes:
     ).encode()
 
 
-async def _serve() -> None:
+async def _serve(ca_file: str | None) -> None:
     loop = asyncio.get_running_loop()
     state = _Uploads()
-    server = await loop.create_server(lambda: SinkProtocol(state), "127.0.0.1", 0)
+    context = None
+    if ca_file:
+        from aiooss_resume.testing import self_signed_tls
+
+        context = self_signed_tls(ca_file=ca_file).server_context
+    server = await loop.create_server(lambda: SinkProtocol(state), "127.0.0.1", 0, ssl=context)
     port = server.sockets[0].getsockname()[1]
     print(
         json.dumps(
             {
-                "endpoint": f"http://127.0.0.1:{port}",
+                "endpoint": f"{'https' if context else 'http'}://127.0.0.1:{port}",
                 "access_key_id": "sink-ak",
                 "access_key_secret": "sink-sk",
                 "region": "cn-hangzhou",
+                "ca_file": ca_file,
             }
         ),
         flush=True,
@@ -202,7 +211,9 @@ async def _serve() -> None:
 
 
 def main() -> None:
-    asyncio.run(_serve())
+    parser = argparse.ArgumentParser(prog="python -m benchmarks._sink")
+    parser.add_argument("--tls-ca-file", default=None, help="serve HTTPS; write the CA here")
+    asyncio.run(_serve(parser.parse_args().tls_ca_file))
 
 
 if __name__ == "__main__":

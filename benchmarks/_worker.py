@@ -157,14 +157,29 @@ class Ticker:
 # ---------------------------------------------------------------------------- clients
 
 
+def _trust(job: dict[str, Any]) -> None:
+    """Over TLS, make this process's SDKs trust the benchmark server's CA (verification on).
+
+    Both SDKs use requests, which takes REQUESTS_CA_BUNDLE (v2 passes ``verify=True`` on
+    every request, so a session's ``verify`` would be ignored; the variable is not).
+    """
+    if job.get("ca_file"):
+        os.environ["REQUESTS_CA_BUNDLE"] = job["ca_file"]
+        os.environ.pop("CURL_CA_BUNDLE", None)
+
+
 async def _ours(job: dict[str, Any]) -> None:
+    import ssl
+
     import aiooss_resume
 
+    context = ssl.create_default_context(cafile=job["ca_file"]) if job.get("ca_file") else None
     async with aiooss_resume.Client(
         job["endpoint"],
         credentials=aiooss_resume.Credentials(job["access_key_id"], job["access_key_secret"]),
         region=job["region"],
         signature_version="v4",
+        ssl=context,
     ) as client:
         cp: dict[str, Any] = {"checkpoint": None}
         if job["checkpoint"]:
@@ -231,6 +246,7 @@ def _v2(job: dict[str, Any]) -> Callable[[], None]:
 
 async def _main(job: dict[str, Any]) -> dict[str, Any]:
     client = job["client"]
+    _trust(job)
     sync_run: Callable[[], None] | None = None
     if client == "oss2":
         sync_run = _oss2(job)

@@ -1,13 +1,17 @@
 """Upload matrix: aiooss_resume vs oss2.resumable_upload vs the alibabacloud-oss-v2 Uploader.
 
 ``python -m benchmarks upload [--size 1GiB] [--part-sizes 1,8,64] [--routines 1,4,16]
-[--repeat 3] [--key-repeat N] [--clients ours,oss2,v2]``
+[--repeat 3] [--key-repeat N] [--clients ours,oss2,v2] [--tls]``
 
 One emulator process (discard store: it keeps size/CRC, no bytes), one data file created
 once in a temp dir and page-cached, and each upload in a fresh child process
 (``benchmarks._worker``) so CPU, peak RSS and loop lateness belong to that upload alone.
 Clients are interleaved within each repetition so drift hits them alike. CRC checking is on
 (every client's default) and so is checkpointing. Medians are reported.
+
+``--tls``: the server (emulator or sink) speaks HTTPS with a certificate made at start, and
+every client trusts its CA explicitly (certificate and host name verified), so all three pay
+for the same TLS. Results go to ``upload-SIZE[-sink]-tls.json``.
 """
 
 from __future__ import annotations
@@ -54,7 +58,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-checkpoint", action="store_true", help="checkpointing off")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per upload")
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="HTTPS with a run-time certificate the clients trust explicitly (needs trustme)",
+    )
     parser.add_argument("--name", default=None, help="results file name (default upload-SIZE)")
+    parser.add_argument(
+        "--results-dir",
+        default=None,
+        help="write the JSON there instead of benchmarks/results (the CI smoke does)",
+    )
 
 
 def summarize(runs: list[dict[str, Any]], size: int) -> dict[str, Any]:
@@ -132,7 +146,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cells: list[dict[str, Any]] = []
     with temp_dir() as tmp:
         path = make_data_file(tmp / "data.bin", size)
-        with emulator(tmp / "server", args.server) as server:
+        with emulator(tmp / "server", args.server, tls=args.tls) as server:
             for part_size in part_sizes:
                 for routines in routines_list:
                     repeat = args.repeat
@@ -168,6 +182,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "size": size,
         "server": args.server,
+        "tls": args.tls,
         "checkpoint": not args.no_checkpoint,
         "cells": cells,
     }
@@ -177,7 +192,8 @@ def report(doc: dict[str, Any]) -> None:
     size = doc["size"]
     cells = doc["cells"]
     print(
-        f"\nUpload of {fmt_size(size)} to the {doc['server']} "
+        f"\nUpload of {fmt_size(size)} to the {doc['server']}"
+        f"{' over TLS' if doc.get('tls') else ''} "
         "(medians; lateness = worst over the runs)\n"
     )
     print_table(
@@ -233,5 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     doc = run(args)
     report(doc)
     suffix = "" if args.server == "emulator" else f"-{args.server}"
+    suffix += "-tls" if args.tls else ""
     name = args.name or f"upload-{fmt_size(doc['size'])}{suffix}"
-    print(f"\nsaved {save_results(name, doc)}")
+    directory = Path(args.results_dir) if args.results_dir else None
+    print(f"\nsaved {save_results(name, doc, directory)}")

@@ -3,8 +3,10 @@
 ``python -m aiooss_resume.testing serve [options]`` (and ``aiooss-resume serve``, which
 delegates here through :func:`add_serve_arguments` and :func:`run_serve`) prints the endpoint
 URL, exactly ``http://HOST:PORT``, as the first line of stdout and flushes it, so a parent
-process can start the server with ``--port 0`` and read where it listens. A short human
-summary goes to stderr. SIGINT or SIGTERM stop it cleanly with exit status 0.
+process can start the server with ``--port 0`` and read where it listens. With ``--tls`` the
+URL is ``https://HOST:PORT`` and the second line is the path of the CA certificate to trust
+(made at start, see ``_tls``). A short human summary goes to stderr. SIGINT or SIGTERM stop
+it cleanly with exit status 0.
 
 Credentials: ``--access-key-id``/``--access-key-secret``, else the environment variables
 ``OSS_ACCESS_KEY_ID``/``OSS_ACCESS_KEY_SECRET``, else the emulator's fixed demo values
@@ -23,6 +25,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -35,16 +38,18 @@ from ._server import (
     DEFAULT_REQUEST_TIMEOUT,
     OssServer,
 )
+from ._tls import TlsCertificates, self_signed_tls
 
 __all__ = ["add_serve_arguments", "run_serve", "serve_main"]
 
 _FAULT_HELP = (
-    "inject a fault: OPERATION[:name=value]... with names part, nth, times (int or inf), "
-    "status, code, message, reset_after_bytes, stall, delay, throttle, and the flags "
-    "wrong_crc, omit_crc, drop_response, truncate_response; e.g. "
-    "UploadPart:part=3:times=2:status=503:code=SlowDown or UploadPart:nth=2:reset_after_bytes="
-    "65536; or chaos:probability=P:seed=N[:kinds=error+slowdown+reset+wrong_crc+drop_response"
-    "+truncate+delay][:operations=UploadPart+...]. Repeatable."
+    "inject a fault: OPERATION[:name=value]... with names part, range_start, nth, times "
+    "(int or inf), status, code, message, reset_after_bytes, truncate_after_bytes, stall, "
+    "delay, throttle, and the flags wrong_crc, omit_crc, drop_response, truncate_response, "
+    "corrupt_body; e.g. UploadPart:part=3:times=2:status=503:code=SlowDown, "
+    "UploadPart:nth=2:reset_after_bytes=65536 or GetObject:range_start=0:corrupt_body; or "
+    "chaos:probability=P:seed=N[:kinds=error+slowdown+reset+wrong_crc+drop_response"
+    "+truncate+delay+corrupt][:operations=UploadPart+...]. Repeatable."
 )
 
 
@@ -121,6 +126,20 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--fault", action="append", dest="faults", default=[], metavar="SPEC", help=_FAULT_HELP
     )
     parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve HTTPS with a throwaway certificate made now for 127.0.0.1/localhost; the "
+        "CA certificate to trust is written to --tls-ca-file, whose path is printed on the "
+        "second stdout line (needs the trustme package: aiooss_resume[test])",
+    )
+    parser.add_argument(
+        "--tls-ca-file",
+        default=None,
+        metavar="PATH",
+        help="with --tls: where to write the CA certificate (PEM); default: a temporary "
+        "file, removed at exit",
+    )
+    parser.add_argument(
         "--log-level",
         default="WARNING",
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
@@ -164,6 +183,8 @@ def _check_options(args: argparse.Namespace) -> None:
     """Refuse option values the server would refuse, as a usage error rather than a traceback."""
     if not args.request_timeout > 0:  # also NaN
         raise ValueError("--request-timeout must be a positive number of seconds")
+    if args.tls_ca_file is not None and not args.tls:
+        raise ValueError("--tls-ca-file needs --tls")
     for bucket in _cnames_from(args).values():
         try:
             validate_bucket_name(bucket)
@@ -190,13 +211,29 @@ def run_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201
         return 2
-    try:
-        return asyncio.run(_serve(args, faults))
-    except KeyboardInterrupt:  # platforms without loop signal handlers
-        return 0
+    with contextlib.ExitStack() as cleanup:
+        tls: TlsCertificates | None = None
+        if args.tls:
+            ca_file = args.tls_ca_file
+            if ca_file is None:
+                directory = cleanup.enter_context(
+                    tempfile.TemporaryDirectory(prefix="oss-emulator-tls-")
+                )
+                ca_file = os.path.join(directory, "ca.pem")
+            try:
+                tls = self_signed_tls(ca_file=ca_file)
+            except (RuntimeError, OSError) as exc:
+                print(f"error: --tls: {exc}", file=sys.stderr)  # noqa: T201
+                return 2
+        try:
+            return asyncio.run(_serve(args, faults, tls))
+        except KeyboardInterrupt:  # platforms without loop signal handlers
+            return 0
 
 
-async def _serve(args: argparse.Namespace, faults: list[Fault | ChaosSpec]) -> int:
+async def _serve(
+    args: argparse.Namespace, faults: list[Fault | ChaosSpec], tls: TlsCertificates | None
+) -> int:
     server = OssServer(
         args.root,
         host=args.host,
@@ -217,6 +254,7 @@ async def _serve(args: argparse.Namespace, faults: list[Fault | ChaosSpec]) -> i
         virtual_host_base=args.virtual_host_base or None,
         request_timeout=args.request_timeout,
         cname=_cnames_from(args),
+        ssl_context=tls.server_context if tls is not None else None,
     )
     for rule in faults:
         if isinstance(rule, Fault):
@@ -230,6 +268,8 @@ async def _serve(args: argparse.Namespace, faults: list[Fault | ChaosSpec]) -> i
             loop.add_signal_handler(signum, stop.set)
     async with server:
         print(server.endpoint, flush=True)  # noqa: T201  (the CLI's contract)
+        if tls is not None:
+            print(tls.ca_file, flush=True)  # noqa: T201  (second line with --tls)
         credentials = server.credentials
         secret = (
             f"secret {credentials.access_key_secret}"

@@ -2,19 +2,22 @@
 
 Theory of operation
 -------------------
-A :class:`Fault` is a rule: *which* requests (an operation name, optionally a part number),
+A :class:`Fault` is a rule: *which* requests (an operation name, optionally a part number
+or, for GetObject, the first byte of the ``Range`` asked for),
 *when* (from the ``nth`` matching request on, for ``times`` requests) and *what* (the actions).
 The server asks the :class:`FaultPlan` once per authenticated request, after routing, with the
-operation and part number; every rule that matches counts the request, and the rules whose
-window covers it *fire*. The actions of all firing rules are merged into one :class:`Effect`
-that the server applies:
+operation, part number and range start; every rule that matches counts the request, and the
+rules whose window covers it *fire*. The actions of all firing rules are merged into one
+:class:`Effect` that the server applies:
 
 =========================  =================================================================
 ``delay=s``                sleep, then process normally
 ``stall=s``                hold the request without answering for ``s`` seconds (cancelled
                            at shutdown), then drop the connection
 ``throttle_bytes_per_sec`` read the request body (and send a GetObject body) at that rate
-``reset_after_bytes=n``    read ``n`` body bytes, then abort the TCP connection
+``reset_after_bytes=n``    read ``n`` body bytes, then abort the TCP connection; on a
+                           GetObject (no request body) send the headers and ``n`` bytes of
+                           the *response* body (never all of it), then reset (TCP RST)
 ``status``/``code``        read the body, then answer with that OSS error
 ``wrong_crc``              process normally, then send a wrong ``x-oss-hash-crc64ecma``
 ``omit_crc``               process normally, then send no ``x-oss-hash-crc64ecma``
@@ -24,6 +27,10 @@ that the server applies:
                            status line and headers with a ``Content-Length`` larger than the
                            body bytes that follow (half the body), and close the connection;
                            a HEAD answer, which has no body, is cut inside its headers
+``truncate_after_bytes=n`` like ``truncate_response``, but the body is cut after ``n`` bytes
+                           (at most all but one byte of it)
+``corrupt_body``           GetObject: process normally, but flip one byte of the body sent
+                           (the middle one), so its CRC-64 no longer matches the headers
 ``hook``                   an async callable given the request context; it may return a
                            response to send instead of processing the request
 =========================  =================================================================
@@ -41,15 +48,16 @@ Text form (command line, ``Fault.parse``)::
     OPERATION[:name=value]...
 
 ``OPERATION`` is an operation name (``UploadPart``, ``CompleteMultipartUpload``...) or ``*``.
-Names: ``part``, ``nth``, ``times`` (an integer, or ``inf``), ``status``, ``code``,
-``message``, ``reset_after_bytes``, ``stall``, ``delay``, ``throttle`` /
-``throttle_bytes_per_sec``, and the flags ``wrong_crc``, ``omit_crc``, ``drop_response``,
-``truncate_response`` (bare, or ``=true``/``=false``). A status without a code gets OSS's
-usual code for it (503 -> ``SlowDown``, 500 -> ``InternalError``...), a code without a status
-gets its usual status.
+Names: ``part``, ``range_start``, ``nth``, ``times`` (an integer, or ``inf``), ``status``, ``code``,
+``message``, ``reset_after_bytes``, ``truncate_after_bytes``, ``stall``, ``delay``,
+``throttle`` / ``throttle_bytes_per_sec``, and the flags ``wrong_crc``, ``omit_crc``,
+``drop_response``, ``truncate_response``, ``corrupt_body`` (bare, or ``=true``/``=false``).
+A status without a code gets OSS's usual code for it (503 -> ``SlowDown``, 500 ->
+``InternalError``...), a code without a status gets its usual status.
 Examples: ``UploadPart:part=3:times=2:status=503:code=SlowDown``,
 ``UploadPart:nth=2:reset_after_bytes=65536``, ``CompleteMultipartUpload:drop_response``,
-``UploadPart:truncate_response``.
+``UploadPart:truncate_response``, ``GetObject:range_start=8388608:reset_after_bytes=65536``,
+``GetObject:truncate_after_bytes=1000``, ``GetObject:corrupt_body``.
 ``chaos:probability=0.2:seed=7[:kinds=error+reset][:operations=UploadPart+PutObject]`` adds a
 chaos rule.
 """
@@ -80,7 +88,9 @@ __all__ = [
     "parse_fault_spec",
 ]
 
-ChaosKind = Literal["error", "slowdown", "reset", "wrong_crc", "drop_response", "truncate", "delay"]
+ChaosKind = Literal[
+    "error", "slowdown", "reset", "wrong_crc", "drop_response", "truncate", "delay", "corrupt"
+]
 _CHAOS_KINDS: Final[tuple[ChaosKind, ...]] = (
     "error",
     "slowdown",
@@ -89,7 +99,10 @@ _CHAOS_KINDS: Final[tuple[ChaosKind, ...]] = (
     "drop_response",
     "truncate",
     "delay",
+    "corrupt",
 )
+# Actions that only mean something on an answer carrying an object body.
+_BODY_OPERATIONS: Final = (None, "GetObject")
 
 
 class ChaosSpec(NamedTuple):
@@ -123,11 +136,13 @@ class Fault:
     """A fault rule. Leave ``operation`` as None to match every operation.
 
     Window: the rule fires on matching requests number ``nth``, ``nth + 1``, ...,
-    ``nth + times - 1`` (1-based; ``times=None`` means forever).
+    ``nth + times - 1`` (1-based; ``times=None`` means forever). ``range_start`` matches
+    only requests whose ``Range`` header starts at that byte (``bytes=START-...``).
     """
 
     operation: str | None = None
     part_number: int | None = None
+    range_start: int | None = None
     nth: int = 1
     times: int | None = 1
     status: int | None = None
@@ -140,6 +155,8 @@ class Fault:
     omit_crc: bool = False
     drop_response: bool = False
     truncate_response: bool = False
+    truncate_after_bytes: int | None = None
+    corrupt_body: bool = False
     throttle_bytes_per_sec: int | None = None
     hook: FaultHook | None = None
 
@@ -152,7 +169,12 @@ class Fault:
             raise ValueError("nth must be >= 1")
         if self.times is not None and self.times < 1:
             raise ValueError("times must be >= 1 (or None for forever)")
-        for name in ("reset_after_bytes", "throttle_bytes_per_sec"):
+        for name in (
+            "reset_after_bytes",
+            "truncate_after_bytes",
+            "throttle_bytes_per_sec",
+            "range_start",
+        ):
             value = getattr(self, name)
             if value is not None and value < (1 if name.startswith("throttle") else 0):
                 raise ValueError(f"{name} out of range: {value}")
@@ -162,6 +184,10 @@ class Fault:
                 raise ValueError(f"{name} must be >= 0")
         if self.status is not None and not 200 <= self.status <= 599:
             raise ValueError(f"status out of range: {self.status}")
+        if self.corrupt_body and self.operation not in _BODY_OPERATIONS:
+            raise ValueError("corrupt_body applies to GetObject only (an object body)")
+        if self.range_start is not None and self.operation not in _BODY_OPERATIONS:
+            raise ValueError("range_start applies to GetObject only (a Range header)")
 
     @property
     def error(self) -> tuple[int, str] | None:
@@ -177,12 +203,14 @@ class Fault:
         parts = [self.operation or "*"]
         for name in (
             "part_number",
+            "range_start",
             "nth",
             "times",
             "status",
             "code",
             "message",
             "reset_after_bytes",
+            "truncate_after_bytes",
             "stall",
             "delay",
             "throttle_bytes_per_sec",
@@ -230,6 +258,8 @@ class Effect:
     omit_crc: bool = False
     drop_response: bool = False
     truncate_response: bool = False
+    truncate_after_bytes: int | None = None
+    corrupt_body: bool = False
     throttle_bytes_per_sec: int | None = None
     hooks: list[FaultHook] = field(default_factory=list)
     fired: list[str] = field(default_factory=list)
@@ -250,6 +280,14 @@ class Effect:
         self.omit_crc |= fault.omit_crc
         self.drop_response |= fault.drop_response
         self.truncate_response |= fault.truncate_response
+        if fault.truncate_after_bytes is not None:
+            self.truncate_after_bytes = min(
+                fault.truncate_after_bytes,
+                self.truncate_after_bytes
+                if self.truncate_after_bytes is not None
+                else fault.truncate_after_bytes,
+            )
+        self.corrupt_body |= fault.corrupt_body
         if fault.throttle_bytes_per_sec is not None:
             self.throttle_bytes_per_sec = min(
                 fault.throttle_bytes_per_sec,
@@ -324,6 +362,12 @@ class _Chaos:
             return replace(base, drop_response=True)
         if pick == "truncate":
             return replace(base, truncate_response=True)
+        if pick == "corrupt":
+            # only a GetObject has a body to corrupt; elsewhere a wrong CRC header is the
+            # same lie told about the data
+            if operation == "GetObject":
+                return replace(base, corrupt_body=True)
+            return replace(base, wrong_crc=True)
         return replace(base, delay=0.05)
 
 
@@ -366,7 +410,9 @@ class FaultPlan:
         Each failing request gets one of ``kinds``: ``error`` (500 InternalError), ``slowdown``
         (503 SlowDown), ``reset`` (connection reset after 1 KiB of body), ``wrong_crc``,
         ``drop_response``, ``truncate`` (``truncate_response``: the answer's body is cut
-        short of its ``Content-Length``) or ``delay`` (50 ms).
+        short of its ``Content-Length``), ``delay`` (50 ms) or ``corrupt`` (``corrupt_body``
+        on GetObject, ``wrong_crc`` elsewhere). On GetObject, ``reset`` resets the
+        connection after 1 KiB of the response body.
         """
         rule = _Chaos(probability, seed, tuple(kinds), tuple(operations))
         with self._lock:
@@ -385,8 +431,18 @@ class FaultPlan:
         with self._lock:
             return list(self._handles)
 
-    def evaluate(self, operation: str, part_number: int | None, request_id: str) -> Effect | None:
-        """Count this request against every rule; return the merged effect of those firing."""
+    def evaluate(
+        self,
+        operation: str,
+        part_number: int | None,
+        request_id: str,
+        *,
+        range_start: int | None = None,
+    ) -> Effect | None:
+        """Count this request against every rule; return the merged effect of those firing.
+
+        ``range_start`` is the first byte the request's ``Range`` asks for (None: no range).
+        """
         effect: Effect | None = None
         with self._lock:
             firing: list[Fault] = []
@@ -395,6 +451,8 @@ class FaultPlan:
                 if fault.operation is not None and fault.operation != operation:
                     continue
                 if fault.part_number is not None and fault.part_number != part_number:
+                    continue
+                if fault.range_start is not None and fault.range_start != range_start:
                     continue
                 handle.matched += 1
                 if handle.matched < fault.nth:
@@ -429,14 +487,22 @@ _INT_FIELDS: Final = {
     "part_number": "part_number",
     "nth": "nth",
     "status": "status",
+    "range_start": "range_start",
     "reset_after_bytes": "reset_after_bytes",
     "reset": "reset_after_bytes",
+    "truncate_after_bytes": "truncate_after_bytes",
     "throttle": "throttle_bytes_per_sec",
     "throttle_bytes_per_sec": "throttle_bytes_per_sec",
 }
 _FLOAT_FIELDS: Final = {"stall": "stall", "delay": "delay"}
 # A tuple, not a set: describe() lists the flags in this order.
-_FLAG_FIELDS: Final = ("wrong_crc", "omit_crc", "drop_response", "truncate_response")
+_FLAG_FIELDS: Final = (
+    "wrong_crc",
+    "omit_crc",
+    "drop_response",
+    "truncate_response",
+    "corrupt_body",
+)
 
 
 def parse_fault_spec(spec: str) -> Fault | ChaosSpec:

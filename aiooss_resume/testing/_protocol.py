@@ -112,6 +112,10 @@ _DEFAULTS: Final[Mapping[str, tuple[str, str]]] = {
     "NoSuchKey": ("The specified key does not exist.", "0026-00000001"),
     "NoSuchUpload": ("The specified upload does not exist.", "0042-00000002"),
     "NotImplemented": ("This operation is not implemented by the emulator.", "0000-00000501"),
+    "PreconditionFailed": (
+        "At least one of the pre-conditions you specified did not hold.",
+        "0026-00000011",
+    ),
     "RequestTimeout": (
         "Your socket connection to the server was not read from or written to within the "
         "timeout period.",
@@ -144,6 +148,7 @@ _STATUS_FOR_CODE: Final[Mapping[str, int]] = {
     "NoSuchKey": 404,
     "NoSuchUpload": 404,
     "NotImplemented": 501,
+    "PreconditionFailed": 412,
     "RequestTimeTooSkewed": 403,
     "ServiceUnavailable": 503,
     "SignatureDoesNotMatch": 403,
@@ -155,6 +160,8 @@ _CODE_FOR_STATUS: Final[Mapping[int, str]] = {
     403: "AccessDenied",
     404: "NoSuchKey",
     409: "FileAlreadyExists",
+    412: "PreconditionFailed",
+    416: "InvalidRange",
     500: "InternalError",
     501: "NotImplemented",
     502: "InternalError",

@@ -40,9 +40,13 @@ import binascii
 import contextlib
 import hashlib
 import logging
+import os
 import re
 import secrets
 import shutil
+import socket
+import ssl
+import struct
 import tempfile
 import threading
 from collections import Counter
@@ -77,6 +81,7 @@ from .._xml import (
     encode_list_uploads_result,
 )
 from ._auth import AuthConfig, headers_for_signing, verify_request
+from ._conditional import evaluate_preconditions, parse_range, range_start
 from ._faults import Effect, FaultContext, FaultPlan
 from ._protocol import (
     MAX_OBJECT_SIZE,
@@ -193,6 +198,8 @@ class RequestRecord:
     request_id: str
     raw_target: str = ""
     faults: tuple[str, ...] = ()
+    bytes_sent: int = 0
+    """Object body bytes written to the socket (GetObject), counting a faulted, cut body."""
 
 
 @dataclass
@@ -208,6 +215,7 @@ class ServerStats:
     in_flight: Counter[str] = field(default_factory=Counter)
     peak_in_flight: Counter[str] = field(default_factory=Counter)
     bytes_received: int = 0
+    bytes_sent: int = 0
     internal_errors: int = 0
 
     def reset(self) -> None:
@@ -216,6 +224,7 @@ class ServerStats:
         self.errors.clear()
         self.peak_in_flight = Counter(self.in_flight)
         self.bytes_received = 0
+        self.bytes_sent = 0
         self.internal_errors = 0
 
 
@@ -242,6 +251,7 @@ class _Ctx:
     part_number: int | None = None
     upload_id: str | None = None
     bytes_received: int = 0
+    bytes_sent: int = 0
     effect: Effect | None = None
     continued: bool = False
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
@@ -304,28 +314,35 @@ def _http_date(timestamp: float) -> str:
     return format_datetime(datetime.fromtimestamp(int(timestamp), UTC), usegmt=True)
 
 
-def _parse_range(value: str, size: int) -> tuple[int, int] | None:
-    """``Range: bytes=a-b | a- | -n`` as (start, end inclusive); None means "whole object".
+def _cut(ctx: _Ctx, length: int) -> int:
+    """How many of ``length`` body bytes a truncating fault lets through (never all)."""
+    keep = ctx.effect.truncate_after_bytes if ctx.effect is not None else None
+    if keep is None:
+        return length // 2
+    return min(keep, max(length - 1, 0))
 
-    Raises InvalidRange (416) when syntactically fine but unsatisfiable. Malformed or
-    multi-range values are ignored, as OSS does.
+
+async def _reset_after_flush(request: web.BaseRequest) -> None:
+    """Let the bytes already written leave, then reset the connection (TCP RST).
+
+    The wait is for aiohttp's transport buffer (bounded: a client that stops reading
+    cannot hold the request forever); SO_LINGER 0 then makes close() send RST rather than
+    FIN, so the client sees ECONNRESET mid-body, not an orderly end.
     """
-    match = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", value, re.ASCII)
-    if match is None or (not match.group(1) and not match.group(2)):
-        return None
-    first, last = match.group(1), match.group(2)
-    if not first:
-        suffix = int(last)
-        if suffix == 0 or size == 0:
-            raise OssHttpError("InvalidRange", details={"RangeRequested": value})
-        return max(0, size - suffix), size - 1
-    start = int(first)
-    end = int(last) if last else size - 1
-    if last and end < start:
-        return None  # an invalid range spec is ignored: the whole object is sent
-    if start >= size:
-        raise OssHttpError("InvalidRange", details={"RangeRequested": value})
-    return start, min(end, size - 1)
+    transport = request.transport
+    if transport is None:
+        return
+    # With a zero high-water mark the protocol stays paused until the buffer is empty,
+    # which is what the writer's drain() waits for.
+    transport.set_write_buffer_limits(high=0)
+    with contextlib.suppress(TimeoutError, ConnectionError):
+        async with asyncio.timeout(5.0):
+            await request.writer.drain()
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 def _check_request_timeout(value: object) -> float:
@@ -343,7 +360,8 @@ class OssServer:
     ``async with OssServer(root=tmp) as server:`` starts it on ``host:port`` (port 0 picks a
     free one) and exposes ``endpoint``, ``credentials``, ``region``, ``faults``,
     ``requests`` and ``stats``. Without ``root`` a temporary directory is used and removed on
-    exit. See ``docs/testing.md``.
+    exit. With ``ssl_context`` (e.g. ``self_signed_tls().server_context``) it serves HTTPS.
+    See ``docs/testing.md``.
     """
 
     def __init__(
@@ -365,7 +383,11 @@ class OssServer:
         virtual_host_base: str | None = "localhost",
         cname: Mapping[str, str] | None = None,
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
+            raise TypeError("ssl_context must be an ssl.SSLContext (see self_signed_tls)")
+        self._ssl_context = ssl_context
         if store not in ("disk", "discard"):
             raise ValueError("store must be 'disk' or 'discard'")
         if list_parts_page_size is not None and not 1 <= list_parts_page_size <= 1000:
@@ -404,6 +426,7 @@ class OssServer:
         self._root: Path | None = None
         self._temp_root = False
         self._runner: web.ServerRunner | None = None
+        self._web_server: web.Server | None = None
         self._bound_port: int | None = None
         self._closing: asyncio.Event | None = None
 
@@ -434,9 +457,10 @@ class OssServer:
             auto_decompress=False,
             lingering_time=5.0,
         )
+        self._web_server = server
         runner = web.ServerRunner(server, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, self._host, self._port)
+        site = web.TCPSite(runner, self._host, self._port, ssl_context=self._ssl_context)
         try:
             await site.start()
         except BaseException:
@@ -454,8 +478,17 @@ class OssServer:
         if self._closing is not None:
             self._closing.set()
         runner, self._runner = self._runner, None
+        # A TLS connection closes with a close_notify exchange that an idle keep-alive client
+        # (requests' pool) never answers; without this its socket outlives the loop.
+        open_tls = (
+            [h.transport for h in self._web_server.connections if h.transport is not None]
+            if self._ssl_context is not None and self._web_server is not None
+            else []
+        )
         if runner is not None:
             await runner.cleanup()
+        for transport in open_tls:
+            transport.abort()
         if self._temp_root and self._root is not None:
             root = self._root
             await asyncio.get_running_loop().run_in_executor(
@@ -479,11 +512,12 @@ class OssServer:
 
     @property
     def endpoint(self) -> str:
-        """``http://HOST:PORT``: give this to a client as its endpoint."""
+        """``http://HOST:PORT`` (``https://`` with ``ssl_context``): a client's endpoint."""
         if self._bound_port is None:
             raise RuntimeError("server not started")
         host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self._bound_port}"
+        scheme = "https" if self._ssl_context is not None else "http"
+        return f"{scheme}://{host}:{self._bound_port}"
 
     @property
     def host(self) -> str:
@@ -592,7 +626,14 @@ class OssServer:
                     raise OssHttpError(
                         "NotImplemented", f"{copy} (x-oss-copy-source) is not emulated."
                     )
-                ctx.effect = self.faults.evaluate(ctx.operation, ctx.part_number, ctx.request_id)
+                ctx.effect = self.faults.evaluate(
+                    ctx.operation,
+                    ctx.part_number,
+                    ctx.request_id,
+                    range_start=range_start(headers.get("range"))
+                    if ctx.operation == "GetObject"
+                    else None,
+                )
                 self.stats.in_flight[ctx.operation] += 1
                 tracked = True
                 self.stats.peak_in_flight[ctx.operation] = max(
@@ -629,6 +670,7 @@ class OssServer:
             status = response.status if response is not None else 0
             self.stats.requests[ctx.operation] += 1
             self.stats.bytes_received += ctx.bytes_received
+            self.stats.bytes_sent += ctx.bytes_sent
             if status >= 300 or status == 0:
                 self.stats.errors[ctx.operation] += 1
             self.requests.append(
@@ -645,6 +687,7 @@ class OssServer:
                     request_id=ctx.request_id,
                     raw_target=request.raw_path,
                     faults=tuple(ctx.effect.fired) if ctx.effect is not None else (),
+                    bytes_sent=ctx.bytes_sent,
                 )
             )
         if response is None:
@@ -820,7 +863,9 @@ class OssServer:
                 )
                 if hooked is not None:
                     return hooked
-            if effect.error is not None or effect.reset_after_bytes is not None:
+            # A GetObject has no request body: its reset cuts the response body instead.
+            reset_request = effect.reset_after_bytes is not None and ctx.operation != "GetObject"
+            if effect.error is not None or reset_request:
                 await self._drain(ctx)
                 if effect.error is not None:
                     status, code, message = effect.error
@@ -855,7 +900,9 @@ class OssServer:
             raise OssHttpError("NotImplemented")
         if effect is not None and effect.drop_response:
             raise _Dropped("drop_response")
-        if effect is not None and effect.truncate_response:
+        if effect is not None and (
+            effect.truncate_response or effect.truncate_after_bytes is not None
+        ):
             await self._send_truncated(ctx, response)
         return response
 
@@ -863,9 +910,10 @@ class OssServer:
         """Send ``response`` cut short, then close the connection (``truncate_response``).
 
         The status line and headers go out whole, with a ``Content-Length`` larger than the
-        body bytes that follow (the first half of the body; none if it is empty). A HEAD
-        answer has no body to cut, so it is cut inside its headers instead. The bytes are
-        written raw, so no part of aiohttp's response machinery can complete them.
+        body bytes that follow (the first half of the body, or ``truncate_after_bytes`` of
+        it, never all; none if it is empty). A HEAD answer has no body to cut, so it is cut
+        inside its headers instead. The bytes are written raw, so no part of aiohttp's
+        response machinery can complete them.
         """
         body = b""
         if isinstance(response, web.Response) and isinstance(response.body, bytes):
@@ -882,7 +930,7 @@ class OssServer:
             raw = ("\r\n".join(lines[: max(1, len(lines) // 2)]) + "\r\n").encode("latin-1")
         else:
             lines.append(f"Content-Length: {max(len(body), 1)}")
-            raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body[: len(body) // 2]
+            raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body[: _cut(ctx, len(body))]
         transport = ctx.request.transport
         if transport is not None:
             transport.write(raw)
@@ -1075,63 +1123,107 @@ class OssServer:
     async def _get_object(
         self, ctx: _Ctx, target: Target, headers: Mapping[str, str], *, head: bool
     ) -> web.StreamResponse:
+        """GetObject / HeadObject: conditions, then the range, then the body (with faults).
+
+        The data file is opened once, before the headers go out: a GetObject racing a
+        PutObject or Complete of the same key sends the old bytes whole (the file stays
+        readable after it is replaced), as OSS finishes a GET of the version it started.
+        """
         assert target.bucket is not None
         assert target.key is not None
         store = self._require_store()
-        meta = await store.head_object(target.bucket, target.key)
-        if meta is None:
+        opened = await store.open_object(target.bucket, target.key, data=not head)
+        if opened is None:
             raise OssHttpError("NoSuchKey", details={"Key": target.key})
+        meta, data = opened
+        try:
+            return await self._send_object(ctx, meta, data, headers, head=head)
+        finally:
+            if data is not None:
+                # closing a read-only descriptor does not block; no await here, so the
+                # request is recorded before a client seeing its end can look
+                os.close(data)
+
+    async def _send_object(
+        self,
+        ctx: _Ctx,
+        meta: ObjectMeta,
+        data: int | None,
+        headers: Mapping[str, str],
+        *,
+        head: bool,
+    ) -> web.StreamResponse:
+        store = self._require_store()
         response_headers = self._base_headers(ctx)
         response_headers.update(self._object_headers(meta))
         self._apply_response_faults(ctx, response_headers)
+        if evaluate_preconditions(headers, meta.etag, meta.last_modified) == "not_modified":
+            kept = ("ETag", "Last-Modified", "x-oss-hash-crc64ecma")
+            not_modified = self._base_headers(ctx)
+            not_modified.update({n: response_headers[n] for n in kept if n in response_headers})
+            return web.Response(status=304, headers=not_modified)
         start, end = 0, meta.size - 1
         status = 200
         if not head and "range" in headers:
-            selected = _parse_range(headers["range"], meta.size)
+            standard = headers.get("x-oss-range-behavior", "").strip().lower() == "standard"
+            selected = parse_range(headers["range"], meta.size, standard=standard)
             if selected is not None:
                 start, end = selected
                 status = 206
                 response_headers["Content-Range"] = f"bytes {start}-{end}/{meta.size}"
-        path: Path | None = None
-        if not head and meta.size:
-            if not meta.data_file:
-                raise OssHttpError(
-                    "NotImplemented",
-                    "GetObject is not available with store='discard': bodies are not kept.",
-                )
-            path = store.root / "buckets" / target.bucket / "objects" / meta.data_file
-        if ctx.effect is not None and ctx.effect.drop_response:
+        if not head and meta.size and data is None:
+            raise OssHttpError(
+                "NotImplemented",
+                "GetObject is not available with store='discard': bodies are not kept.",
+            )
+        effect = ctx.effect
+        if effect is not None and effect.drop_response:
             raise _Dropped("drop_response")
         length = end - start + 1 if meta.size else 0
-        truncate = ctx.effect is not None and ctx.effect.truncate_response
+        truncate = effect is not None and (
+            effect.truncate_response or effect.truncate_after_bytes is not None
+        )
         if truncate and (head or not length):
             # nothing to cut short in the body: cut the headers (HEAD) or promise a byte
             await self._send_truncated(ctx, web.Response(status=status, headers=response_headers))
+        # How many body bytes go out before a fault cuts the body (None: all of them).
+        cut_at: int | None = None
         if truncate:
-            end = start + length // 2 - 1  # send the first half of what is promised
+            cut_at = _cut(ctx, length)
+        elif effect is not None and effect.reset_after_bytes is not None and not head:
+            cut_at = min(effect.reset_after_bytes, max(length - 1, 0))
+        corrupt_at = length // 2 if effect is not None and effect.corrupt_body else None
         response = web.StreamResponse(status=status, headers=response_headers)
         response.content_length = length
         await response.prepare(ctx.request)
-        if path is not None:
+        if data is not None:
             loop = asyncio.get_running_loop()
             started = loop.time()
-            rate = ctx.effect.throttle_bytes_per_sec if ctx.effect is not None else None
+            rate = effect.throttle_bytes_per_sec if effect is not None else None
             # throttled: ~10 writes per second, each sent once its time has come
             piece = min(_CHUNK, max(1, rate // 10)) if rate else _CHUNK
-            offset, sent = start, 0
-            while offset <= end:
-                data = await store.read_range(path, offset, min(piece, end - offset + 1))
-                if not data:  # the file shrank under us (replaced): nothing sane to send
-                    raise _Dropped("object replaced while reading")
-                sent += len(data)
-                await self._throttle(ctx, started, sent)
-                await response.write(data)
-                offset += len(data)
+            stop = length if cut_at is None else cut_at
+            while ctx.bytes_sent < stop:
+                want = min(piece, stop - ctx.bytes_sent)
+                chunk = await store.pread(data, start + ctx.bytes_sent, want)
+                if not chunk:  # the file shrank under us (truncated on disk): nothing sane
+                    raise _Dropped("object shorter than its metadata")
+                if corrupt_at is not None and ctx.bytes_sent <= corrupt_at < ctx.bytes_sent + len(
+                    chunk
+                ):
+                    spot = corrupt_at - ctx.bytes_sent
+                    chunk = chunk[:spot] + bytes([chunk[spot] ^ 0xFF]) + chunk[spot + 1 :]
+                await self._throttle(ctx, started, ctx.bytes_sent + len(chunk))
+                await response.write(chunk)
+                ctx.bytes_sent += len(chunk)
         if truncate:
             transport = ctx.request.transport
             if transport is not None:
                 transport.close()  # flushes what was written, then closes
             raise _Dropped("truncate_response", graceful=True)
+        if cut_at is not None:
+            await _reset_after_flush(ctx.request)
+            raise _Dropped("reset_after_bytes", graceful=True)
         await response.write_eof()
         return response
 
@@ -1470,6 +1562,7 @@ class ThreadedOssServer:
         virtual_host_base: str | None = "localhost",
         cname: Mapping[str, str] | None = None,
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.server = OssServer(
             root,
@@ -1488,6 +1581,7 @@ class ThreadedOssServer:
             virtual_host_base=virtual_host_base,
             cname=cname,
             request_timeout=request_timeout,
+            ssl_context=ssl_context,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None

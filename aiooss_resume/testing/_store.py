@@ -344,13 +344,33 @@ class Store:
         async with self._commit_lock:
             await self._run(self._delete_object_sync, bucket, key)
 
-    def read_range_sync(self, path: Path, offset: int, length: int) -> bytes:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            return f.read(length)
+    def _open_object_sync(
+        self, bucket: str, key: str, data: bool
+    ) -> tuple[ObjectMeta, int | None] | None:
+        # The data file of the metadata just read may be replaced (and unlinked) before it is
+        # opened; read the metadata again then. Opened, it stays readable whatever follows.
+        for _ in range(8):
+            meta = self._read_object_sync(bucket, key)
+            if meta is None:
+                return None
+            if not data or not meta.data_file or not meta.size:
+                return meta, None
+            try:
+                fd = os.open(self._objects_dir(bucket) / meta.data_file, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            return meta, fd
+        raise RuntimeError(f"oss://{bucket}/{key} keeps being replaced while opened")
 
-    async def read_range(self, path: Path, offset: int, length: int) -> bytes:
-        return await self._run(self.read_range_sync, path, offset, length)
+    async def open_object(
+        self, bucket: str, key: str, *, data: bool
+    ) -> tuple[ObjectMeta, int | None] | None:
+        """The object's metadata and (``data``, disk store, non-empty) an open descriptor of
+        its bytes, which the caller closes (``os.close``); None if it is missing."""
+        return await self._run(self._open_object_sync, bucket, key, data)
+
+    async def pread(self, fd: int, offset: int, length: int) -> bytes:
+        return await self._run(os.pread, fd, length, offset)
 
     # -- multipart uploads
 

@@ -1,0 +1,47 @@
+"""CI smoke of the upload benchmark over TLS: it must run and write its JSON (issue 13).
+
+Benchmarks are not timed tests: nothing here asserts a speed. A tiny upload (4 MiB in 1 MiB
+parts, 2 routines) by every client against the emulator and the sink over HTTPS proves the
+``--tls`` plumbing (run-time certificate, each client trusting its CA) end to end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.sdk
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("server", ["emulator", "sink"])
+def test_upload_benchmark_tls_smoke(tmp_path: Path, server: str) -> None:
+    command = [sys.executable, "-m", "benchmarks", "upload", "--size", "4MiB"]
+    command += ["--part-sizes", "1", "--routines", "2", "--key-repeat", "1", "--tls"]
+    command += ["--server", server, "--results-dir", str(tmp_path)]
+    proc = subprocess.run(
+        command,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=200,
+        check=False,
+        env={**os.environ, "BENCH_TMPDIR": str(tmp_path)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    suffix = "" if server == "emulator" else "-sink"
+    doc = json.loads((tmp_path / f"upload-4MiB{suffix}-tls.json").read_text())
+    assert doc["tls"] is True
+    assert doc["server"] == server
+    assert sorted(cell["client"] for cell in doc["cells"]) == ["oss2", "ours", "v2"]
+    for cell in doc["cells"]:
+        assert (cell["part_size"], cell["routines"], cell["n"]) == (1024 * 1024, 2, 1)
+        assert cell["runs"][0]["seconds"] > 0
+    assert "over TLS" in proc.stdout
+    assert not list((ROOT / "benchmarks" / "results").glob("upload-4MiB*"))
