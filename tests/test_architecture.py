@@ -187,7 +187,7 @@ def test_the_import_graph_has_no_cycle() -> None:
         path.append(module)
         for name in sorted(graph.get(module, set())):
             if state.get(name) == 1:
-                cycle = path[path.index(name) :] + [name]
+                cycle = [*path[path.index(name) :], name]
                 pytest.fail("import cycle: " + " -> ".join(cycle))
             if name not in state:
                 visit(name)
