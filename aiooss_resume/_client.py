@@ -27,6 +27,7 @@ from ._credentials import (
     resolve_credentials_provider,
     resolve_region,
 )
+from ._downloader import DownloadResult, download_file
 from ._events import ProgressHook
 from ._fileio import IoRunner
 from ._http import AiohttpTransport, Transport
@@ -233,6 +234,45 @@ class Bucket:
             checkpoint=checkpoint,
             checkpoint_dir=checkpoint_dir,
             headers=headers,
+            on_progress=on_progress,
+        )
+
+    async def download_file(
+        self,
+        key: str,
+        file_path: str | PathLike[str],
+        part_size: int = DEFAULT_PART_SIZE,
+        *,
+        routines: int = 1,
+        checkpoint: bool | str | PathLike[str] | None = None,
+        checkpoint_dir: str | PathLike[str] | None = None,
+        on_progress: ProgressHook | None = None,
+    ) -> DownloadResult:
+        """Download ``key`` to ``file_path``, resumably, in Range GETs of ``part_size`` bytes.
+
+        The bytes go to ``<file_path>.tmp``, which is fsynced and renamed over ``file_path``
+        once the whole object's CRC-64 matched; a reader never sees a half file. With a
+        checkpoint (``True``: ``<file_path>.dcp``), an interrupted download resumes with the
+        ranges it finished, if the object did not change (ETag, size, CRC-64).
+
+        Raises:
+            ValueError, TypeError, IsADirectoryError: bad arguments, before any request.
+            ServiceError: OSS refused a request (404 NoSuchKey: no such object).
+            TransportError: the network failed and retries ran out.
+            FileChangedError: the object changed during the download (412 on If-Match);
+                its checkpoint is deleted, so the next run downloads it all again.
+            IntegrityError: the bytes' CRC-64 differs from the object's.
+            CheckpointError: the checkpoint cannot be written or is locked by another run.
+        """
+        return await download_file(
+            self.client,
+            self.name,
+            key,
+            file_path,
+            part_size,
+            routines=routines,
+            checkpoint=checkpoint,
+            checkpoint_dir=checkpoint_dir,
             on_progress=on_progress,
         )
 

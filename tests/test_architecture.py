@@ -120,7 +120,7 @@ LAYERS: dict[str, int] = {
     # the two directions
     "_upload_resume": 6,
     "_uploader": 7,
-    "_downloader": 7,
+    "_downloader": 6,
     # facade and tools
     "_client": 8,
     "__init__": 9,
