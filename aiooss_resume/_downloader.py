@@ -8,6 +8,9 @@ Theory of operation
    decodes (checksummed envelope, as the upload's) and records the same object (ETag,
    size, CRC-64) and part size; otherwise everything is downloaded again. Ranges it lists
    that end beyond the temp file's current size are downloaded again too.
+   Progress: the upload's event types (``UploadStarted``, ``BytesSent`` counting bytes
+   written, ``PartDone``, ``UploadCompleted`` with ``upload_id=None``), monotone across
+   a resume.
 4. **Download** the missing ranges, at most ``routines`` at a time (``run_parts``): each a
    Range GET with ``If-Match: <etag>``, its body streamed in 1 MiB chunks to
    ``<file_path>.tmp`` with ``pwrite`` in the library's ``IoRunner`` (never a whole part in
@@ -39,7 +42,7 @@ from ._checkpoint import (
     encode_download_checkpoint,
 )
 from ._errors import CheckpointError, FileChangedError, IntegrityError, ServiceError
-from ._events import ProgressHook
+from ._events import ProgressHook, UploadCompleted, UploadStarted
 from ._fileio import (
     finish_destination,
     open_destination,
@@ -213,6 +216,19 @@ class _Download:
             for part in resumed.values():
                 progress.resume(part.number, part.size)
             self.done = dict(resumed)
+            # The upload's event types, so one progress hook (the CLI's) serves both ways.
+            await progress.emit(
+                UploadStarted(
+                    key=self.key,
+                    total_bytes=size,
+                    part_count=len(plan),
+                    part_size=self.part_size,
+                    upload_id=None,
+                    resumed=bool(resumed),
+                    resumed_bytes=progress.resumed,
+                    resumed_parts=len(resumed),
+                )
+            )
             if self.cp_path is not None:
                 self.writer = _CheckpointWriter(
                     self.cp_path, ident, resumed.values(), self.io, _save
@@ -242,6 +258,17 @@ class _Download:
                     actual=crc,
                 )
             await progress.finish()
+            await progress.emit(
+                UploadCompleted(
+                    key=self.key,
+                    total_bytes=size,
+                    etag=ident.etag,
+                    crc64=crc,
+                    upload_id=None,
+                    parts_uploaded=len(plan) - len(resumed),
+                    parts_resumed=len(resumed),
+                )
+            )
         except BaseException:
             await asyncio.shield(self.io.run(os.close, fd))
             raise
