@@ -19,6 +19,7 @@ from ._credentials import (
     EnvironmentCredentialsProvider,
     StaticCredentialsProvider,
 )
+from ._downloader import DownloadResult
 from ._errors import (
     CheckpointError,
     CredentialsError,
@@ -54,6 +55,7 @@ __all__ = [
     "Credentials",
     "CredentialsError",
     "CredentialsProvider",
+    "DownloadResult",
     "EnvironmentCredentialsProvider",
     "FileChangedError",
     "HttpRequest",

@@ -33,11 +33,16 @@ from ._errors import CheckpointError
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
+    "DOWNLOAD_CHECKPOINT_FORMAT",
     "Checkpoint",
     "CheckpointPart",
+    "DownloadCheckpoint",
+    "DownloadPart",
     "SourceIdentity",
     "decode_checkpoint",
+    "decode_download_checkpoint",
     "encode_checkpoint",
+    "encode_download_checkpoint",
     "options_fingerprint",
     "peek_source_path",
     "peek_upload_target",
@@ -196,3 +201,66 @@ def options_fingerprint(
 
     doc = [part_size, list(canon(initiate_headers)), list(canon(complete_headers))]
     return hashlib.sha256(_encoder.encode(doc)).hexdigest()[:32]
+
+
+# ---------------------------------------------------------------------- download checkpoint
+
+DOWNLOAD_CHECKPOINT_FORMAT = "aiooss_resume.download-checkpoint"
+
+
+class DownloadPart(msgspec.Struct, frozen=True, array_like=True):
+    """A range written to the temp file and fsynced: its number, size and CRC-64."""
+
+    number: int
+    size: int
+    crc64: int
+
+
+class DownloadCheckpoint(msgspec.Struct, kw_only=True):
+    """Everything needed to continue a download: the object's identity and finished ranges."""
+
+    endpoint: str
+    bucket: str
+    key: str
+    etag: str
+    size: int
+    last_modified: str
+    crc64: int | None
+    part_size: int
+    parts: list[DownloadPart] = msgspec.field(default_factory=list)
+
+
+_download_decoder = msgspec.json.Decoder(DownloadCheckpoint)
+
+
+def encode_download_checkpoint(checkpoint: DownloadCheckpoint) -> bytes:
+    """Encode a download checkpoint in the same checksummed envelope as an upload's."""
+    payload = _encoder.encode(checkpoint)
+    envelope = _Envelope(
+        format=DOWNLOAD_CHECKPOINT_FORMAT,
+        version=CHECKPOINT_VERSION,
+        sha256=hashlib.sha256(payload).hexdigest(),
+        payload=msgspec.Raw(payload),
+    )
+    return _encoder.encode(envelope) + b"\n"
+
+
+def decode_download_checkpoint(data: bytes) -> DownloadCheckpoint:
+    """Decode and verify a download checkpoint; any damage raises ``CheckpointError``."""
+    try:
+        envelope = _envelope_decoder.decode(data)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"checkpoint is not decodable: {exc}") from None
+    if envelope.format != DOWNLOAD_CHECKPOINT_FORMAT or envelope.version != CHECKPOINT_VERSION:
+        raise CheckpointError("not an aiooss_resume download checkpoint of a known version")
+    payload = bytes(envelope.payload)
+    if hashlib.sha256(payload).hexdigest() != envelope.sha256:
+        raise CheckpointError("checkpoint checksum mismatch: the file is damaged")
+    try:
+        checkpoint = _download_decoder.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise CheckpointError(f"checkpoint payload is invalid: {exc}") from None
+    numbers = [p.number for p in checkpoint.parts]
+    if checkpoint.part_size <= 0 or numbers != sorted(set(numbers)):
+        raise CheckpointError("checkpoint is inconsistent: bad part size or part numbers")
+    return checkpoint

@@ -450,3 +450,33 @@ class CheckpointLock:
         with contextlib.suppress(OSError):
             os.unlink(self.path)
         os.close(fd)
+
+
+# ---------------------------------------------------------------------- download destination
+
+
+def open_destination(path: str) -> tuple[int, int]:
+    """Open (creating) a download's temp file for writing; return its fd and current size."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o644)
+    return fd, os.fstat(fd).st_size
+
+
+def write_chunk(fd: int, offset: int, data: bytes, crc: int) -> int:
+    """``pwrite`` all of ``data`` at ``offset``; return the CRC-64 continued over it."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+    return crc64(data, crc)
+
+
+def finish_destination(fd: int, tmp: str, path: str, size: int) -> None:
+    """Trim to ``size``, fsync, close, rename over ``path`` and fsync the directory."""
+    try:
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(os.path.dirname(path))

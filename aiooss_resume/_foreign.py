@@ -79,8 +79,8 @@ from ._planner import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, plan_parts
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from ._client import Client
     from ._models import PartInfo
+    from ._session import Session as Client
 
 __all__ = [
     "GO_MAGIC",

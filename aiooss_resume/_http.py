@@ -17,6 +17,11 @@ deadline moves forward every time a body chunk is handed to the socket, and afte
 waiting for the response may take at most ``read_timeout``. A peer that stops reading our
 body, or never answers, fails the request with ``TransportError`` instead of hanging.
 
+A request may carry a response *sink* (a download): then a 2xx answer's body is not kept but
+handed, in chunks of ``SINK_CHUNK`` bytes, to a writer the sink factory returns for that
+attempt, and the ``HttpResponse`` has an empty body. Each chunk handed over moves the idle
+deadline forward, as each chunk sent does.
+
 A response whose body ends before its ``Content-Length`` (the connection closed mid-body) is
 a ``TransportError`` too, never a short body taken for a whole one: the request may have
 taken effect, but its answer was lost, so it is retried like any other lost connection.
@@ -42,14 +47,21 @@ __all__ = [
     "HttpRequest",
     "HttpResponse",
     "MockTransport",
+    "SinkFactory",
     "Transport",
 ]
 
 BodyFactory = Callable[[], AsyncIterator[bytes]]
 """Returns a new async iterator over the body's chunks; called once per attempt."""
 
+SinkFactory = Callable[[], Callable[[bytes], Awaitable[None]]]
+"""Returns a new writer for a 2xx response's body, called once per attempt (a download)."""
+
 MAX_RESPONSE_BODY = 16 * 1024 * 1024
-"""The client never downloads objects; larger answers are not OSS's multipart XML."""
+"""Larger answers without a sink are not OSS's XML: objects are downloaded through a sink."""
+
+SINK_CHUNK = 1024 * 1024
+"""Bytes handed to a response sink at a time (one ``pwrite`` of the download's file)."""
 
 
 SECRET_HEADERS: Final = frozenset(
@@ -130,6 +142,7 @@ class HttpRequest:
     headers: Mapping[str, str]
     body: bytes | BodyFactory | None = None
     content_length: int | None = None
+    sink: SinkFactory | None = None
 
     def __repr__(self) -> str:
         return (
@@ -239,7 +252,11 @@ class AiohttpTransport:
                     allow_redirects=False,
                 ) as resp:
                     deadline.reschedule(loop.time() + self._read_timeout)
-                    body = await _read_limited(resp)
+                    if request.sink is not None and 200 <= resp.status < 300:
+                        await self._stream(resp, request.sink(), deadline, loop)
+                        body = b""
+                    else:
+                        body = await _read_limited(resp)
                     return HttpResponse(
                         status=resp.status,
                         headers={k.lower(): v for k, v in resp.headers.items()},
@@ -250,7 +267,7 @@ class AiohttpTransport:
                 f"{request.method} {_short(request.url)}: no progress for "
                 f"{self._read_timeout:g} s (timed out)"
             ) from None
-        except aiohttp.ClientPayloadError as exc:
+        except (aiohttp.ClientPayloadError, asyncio.IncompleteReadError) as exc:
             # aiohttp's text quotes its parser's internal "400" status, which reads like an
             # HTTP answer; say what happened instead.
             raise TransportError(
@@ -288,6 +305,28 @@ class AiohttpTransport:
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
                 await aclose()
+
+    async def _stream(
+        self,
+        resp: aiohttp.ClientResponse,
+        write: Callable[[bytes], Awaitable[None]],
+        deadline: asyncio.Timeout,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        # Whole SINK_CHUNK slices (readexactly), not whatever the socket had: each write is
+        # a pwrite in a worker thread, and 16 KiB ones would cost a thread hop each.
+        remaining = resp.content_length
+        while remaining is None or remaining > 0:
+            if remaining is None:
+                chunk = await resp.content.read(SINK_CHUNK)
+                if not chunk:
+                    return
+            else:
+                chunk = await resp.content.readexactly(min(SINK_CHUNK, remaining))
+                remaining -= len(chunk)
+            deadline.reschedule(loop.time() + self._read_timeout)
+            await write(chunk)
+            deadline.reschedule(loop.time() + self._read_timeout)
 
     async def aclose(self) -> None:
         session, self._session = self._session, None

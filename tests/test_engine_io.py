@@ -25,7 +25,7 @@ import anyio
 import pytest
 
 import aiooss_resume as oss
-from aiooss_resume import _client
+from aiooss_resume import _session as _client
 from aiooss_resume._crc64 import crc64, crc64_fold
 from aiooss_resume._errors import CheckpointError
 from aiooss_resume._fileio import CRC_JOB_SIZE, CheckpointLock, IoRunner, SourceFile, ThreadJob

@@ -1,0 +1,390 @@
+"""The resumable download engine behind ``Bucket.download_file``, on the shared core.
+
+Theory of operation
+-------------------
+1. **Validate** the arguments before any request; lock the checkpoint (``_transfer``).
+2. **HEAD** the object: its ETag, size, Last-Modified and CRC-64 are its identity.
+3. **Load the checkpoint** ``<file_path>.dcp`` (or the given path): it counts only if it
+   decodes (checksummed envelope, as the upload's) and records the same object (ETag,
+   size, CRC-64) and part size; otherwise everything is downloaded again. Ranges it lists
+   that end beyond the temp file's current size are downloaded again too.
+   Progress: the upload's event types (``UploadStarted``, ``BytesSent`` counting bytes
+   written, ``PartDone``, ``UploadCompleted`` with ``upload_id=None``), monotone across
+   a resume.
+4. **Download** the missing ranges, at most ``routines`` at a time (``run_parts``): each a
+   Range GET with ``If-Match: <etag>``, its body streamed in 1 MiB chunks to
+   ``<file_path>.tmp`` with ``pwrite`` in the library's ``IoRunner`` (never a whole part in
+   memory), the CRC-64 computed in the writing thread. A range is handed to the checkpoint
+   writer once its bytes are written. An object changed mid-download answers 412, which
+   is raised as ``FileChangedError`` (the checkpoint is deleted, so the next run starts
+   from scratch): the file is never a mix of two versions.
+5. **Check** the combined CRC-64 of the ranges against the object's; a mismatch is an
+   ``IntegrityError`` and the checkpoint is deleted (the next run fetches all again).
+6. **Finish**: fsync, rename the temp file over ``file_path``, delete the checkpoint.
+   On failure or cancellation the checkpoint is flushed (bounded, shielded) and the temp
+   file kept for the next run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from os import PathLike
+
+import msgspec
+
+from ._checkpoint import (
+    DownloadCheckpoint,
+    DownloadPart,
+    decode_download_checkpoint,
+    encode_download_checkpoint,
+)
+from ._errors import CheckpointError, FileChangedError, IntegrityError, ServiceError
+from ._events import ProgressHook, UploadCompleted, UploadStarted
+from ._fileio import (
+    finish_destination,
+    open_destination,
+    read_optional,
+    refuse_symlink,
+    remove_quietly,
+    write_atomic,
+    write_chunk,
+)
+from ._planner import PartPlan, plan_parts, validate_part_size
+from ._session import Session, validate_key
+from ._transfer import (
+    _CheckpointWriter,
+    _fold_crcs,
+    _Progress,
+    _response_crc,
+    check_routines,
+    clean_up_after_cancel,
+    release_lock,
+    run_parts,
+    take_lock,
+)
+
+__all__ = ["DownloadResult", "download_checkpoint_path", "download_file"]
+
+logger = logging.getLogger("aiooss_resume")
+
+
+class DownloadResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``download_file`` wrote.
+
+    Attributes:
+        bucket, key: the object.
+        file_path: the local file (absolute).
+        etag: the object's ETag. crc64: its CRC-64, verified (None if OSS reported none).
+        size: bytes. part_size: the range size used.
+        parts_downloaded: ranges fetched by this call. parts_resumed: ranges kept from an
+            earlier run. bytes_resumed: their bytes.
+    """
+
+    bucket: str
+    key: str
+    file_path: str
+    etag: str
+    crc64: int | None
+    size: int
+    part_size: int
+    parts_downloaded: int
+    parts_resumed: int
+    bytes_resumed: int
+
+
+def download_checkpoint_path(
+    dest: str,
+    checkpoint: bool | str | PathLike[str] | None,
+    checkpoint_dir: str | PathLike[str] | None,
+) -> str | None:
+    """``<file>.dcp`` for ``checkpoint=True``, the path given, or one in ``checkpoint_dir``."""
+    if checkpoint_dir is not None:
+        if checkpoint not in (None, True):
+            raise ValueError("pass checkpoint=True (or nothing) together with checkpoint_dir")
+        directory = os.path.abspath(os.fspath(checkpoint_dir))
+        return os.path.join(directory, os.path.basename(dest) + ".dcp")
+    if checkpoint is None or checkpoint is False:
+        return None
+    if checkpoint is True:
+        return dest + ".dcp"
+    if isinstance(checkpoint, (str, PathLike)):
+        path = os.path.abspath(os.fspath(checkpoint))
+        if path in (dest, dest + ".tmp"):
+            raise ValueError("the checkpoint path must not be the file being downloaded")
+        return path
+    raise TypeError("checkpoint must be None, a bool, or a path")
+
+
+def _resolve(
+    file_path: str | PathLike[str],
+    checkpoint: bool | str | PathLike[str] | None,
+    checkpoint_dir: str | PathLike[str] | None,
+) -> tuple[str, str | None]:
+    dest = os.path.abspath(os.fspath(file_path))
+    if os.path.isdir(dest):
+        raise IsADirectoryError(f"{dest!r} is a directory")
+    cp_path = download_checkpoint_path(dest, checkpoint, checkpoint_dir)
+    if cp_path is not None:
+        refuse_symlink(cp_path)
+        refuse_symlink(cp_path + ".lock")
+    return dest, cp_path
+
+
+def _save(path: str, checkpoint: DownloadCheckpoint) -> None:
+    write_atomic(path, encode_download_checkpoint(checkpoint))
+
+
+async def download_file(
+    session: Session,
+    bucket: str,
+    key: str,
+    file_path: str | PathLike[str],
+    part_size: int,
+    *,
+    routines: int,
+    checkpoint: bool | str | PathLike[str] | None,
+    checkpoint_dir: str | PathLike[str] | None,
+    on_progress: ProgressHook | None,
+) -> DownloadResult:
+    """See ``Bucket.download_file``."""
+    validate_key(key)
+    validate_part_size(part_size)
+    check_routines(routines)
+    if on_progress is not None and not callable(on_progress):
+        raise TypeError("on_progress must be callable")
+    if not isinstance(file_path, (str, PathLike)):
+        raise TypeError("file_path must be a str or os.PathLike")
+    # Path resolution touches the file system: off the event loop (slow mounts).
+    dest, cp_path = await session._io.run(_resolve, file_path, checkpoint, checkpoint_dir)
+    job = _Download(session, bucket, key, dest, part_size, routines, cp_path, on_progress)
+    return await job.run()
+
+
+class _Download:
+    """One call of ``download_file``."""
+
+    def __init__(
+        self,
+        session: Session,
+        bucket: str,
+        key: str,
+        dest: str,
+        part_size: int,
+        routines: int,
+        cp_path: str | None,
+        hook: ProgressHook | None,
+    ) -> None:
+        self.session = session
+        self.io = session._io
+        self.bucket, self.key, self.dest = bucket, key, dest
+        self.tmp = dest + ".tmp"
+        self.part_size = part_size
+        self.routines = routines
+        self.cp_path = cp_path
+        self.hook = hook
+        self.writer: _CheckpointWriter[DownloadCheckpoint, DownloadPart] | None = None
+        self.done: dict[int, DownloadPart] = {}
+
+    async def run(self) -> DownloadResult:
+        lock = await take_lock(self.io, self.cp_path)
+        try:
+            return await self._run()
+        finally:
+            release_lock(lock, self.writer)
+
+    async def _run(self) -> DownloadResult:
+        head = await self.session._request("HEAD", self.bucket, self.key)
+        size = int(head.header("content-length", "0"))
+        ident = DownloadCheckpoint(
+            endpoint=self.session.endpoint,
+            bucket=self.bucket,
+            key=self.key,
+            etag=head.header("etag"),
+            size=size,
+            last_modified=head.header("last-modified"),
+            crc64=_response_crc(head),
+            part_size=self.part_size,
+        )
+        plan = plan_parts(size, self.part_size) if size else []
+        fd, tmp_size = await self.io.run(open_destination, self.tmp)
+        try:
+            resumed = await self._load(ident, plan, tmp_size)
+            progress = _Progress(self.hook, self.key, size)
+            for part in resumed.values():
+                progress.resume(part.number, part.size)
+            self.done = dict(resumed)
+            # The upload's event types, so one progress hook (the CLI's) serves both ways.
+            await progress.emit(
+                UploadStarted(
+                    key=self.key,
+                    total_bytes=size,
+                    part_count=len(plan),
+                    part_size=self.part_size,
+                    upload_id=None,
+                    resumed=bool(resumed),
+                    resumed_bytes=progress.resumed,
+                    resumed_parts=len(resumed),
+                )
+            )
+            if self.cp_path is not None:
+                self.writer = _CheckpointWriter(
+                    self.cp_path, ident, resumed.values(), self.io, _save
+                )
+                await self.writer.flush(force=True)
+                self.writer.start()
+            try:
+                await self._fetch(plan, fd, ident, progress)
+            except asyncio.CancelledError:
+                await clean_up_after_cancel(self._keep(None), f"download of {self.key}", "flush")
+                raise
+            except FileChangedError:
+                await self._forget()
+                raise
+            except Exception as exc:
+                await self._keep(exc)
+                raise
+            if self.writer is not None:
+                await self.writer.stop()
+            crc = await _fold_crcs([self.done[p.number] for p in plan])
+            if ident.crc64 is not None and crc != ident.crc64:
+                await self._forget()
+                raise IntegrityError(
+                    f"oss://{self.bucket}/{self.key}: CRC-64 of the downloaded bytes ({crc}) "
+                    f"differs from the object's ({ident.crc64}); download it again",
+                    expected=ident.crc64,
+                    actual=crc,
+                )
+            await progress.finish()
+            await progress.emit(
+                UploadCompleted(
+                    key=self.key,
+                    total_bytes=size,
+                    etag=ident.etag,
+                    crc64=crc,
+                    upload_id=None,
+                    parts_uploaded=len(plan) - len(resumed),
+                    parts_resumed=len(resumed),
+                )
+            )
+        except BaseException:
+            await asyncio.shield(self.io.run(os.close, fd))
+            raise
+        await self.io.run(finish_destination, fd, self.tmp, self.dest, size)
+        if self.cp_path is not None:
+            await self.io.run(remove_quietly, self.cp_path)
+        return DownloadResult(
+            bucket=self.bucket,
+            key=self.key,
+            file_path=self.dest,
+            etag=ident.etag,
+            crc64=ident.crc64,
+            size=size,
+            part_size=self.part_size,
+            parts_downloaded=len(plan) - len(resumed),
+            parts_resumed=len(resumed),
+            bytes_resumed=sum(p.size for p in resumed.values()),
+        )
+
+    async def _load(
+        self, ident: DownloadCheckpoint, plan: list[PartPlan], tmp_size: int
+    ) -> dict[int, DownloadPart]:
+        """The ranges a valid checkpoint of this very object lists within the temp file."""
+        if self.cp_path is None:
+            return {}
+        data = await self.io.run(read_optional, self.cp_path)
+        if data is None:
+            return {}
+        try:
+            cp = decode_download_checkpoint(data)
+        except CheckpointError as exc:
+            logger.warning("checkpoint %s is damaged (%s): downloading all", self.cp_path, exc)
+            return {}
+        same = (cp.endpoint, cp.bucket, cp.key, cp.etag, cp.size, cp.crc64, cp.part_size) == (
+            ident.endpoint,
+            ident.bucket,
+            ident.key,
+            ident.etag,
+            ident.size,
+            ident.crc64,
+            ident.part_size,
+        )
+        if not same:
+            logger.warning("checkpoint %s is of another object: downloading all", self.cp_path)
+            return {}
+        planned = {p.number: p for p in plan}
+        return {
+            p.number: p
+            for p in cp.parts
+            if p.number in planned
+            and planned[p.number].size == p.size
+            and planned[p.number].offset + p.size <= tmp_size
+        }
+
+    async def _fetch(
+        self, plan: list[PartPlan], fd: int, ident: DownloadCheckpoint, progress: _Progress
+    ) -> None:
+        async def send(planned: PartPlan) -> None:
+            crc = 0
+
+            def sink() -> Callable[[bytes], Awaitable[None]]:
+                nonlocal crc
+                crc = 0
+                position = planned.offset
+
+                async def write(data: bytes) -> None:
+                    nonlocal crc, position
+                    crc = await self.io.run(write_chunk, fd, position, data, crc)
+                    position += len(data)
+                    await progress.sent(planned.number, position - planned.offset)
+
+                return write
+
+            try:
+                await self.session._get_range(
+                    self.bucket,
+                    self.key,
+                    planned.offset,
+                    planned.offset + planned.size - 1,
+                    {"If-Match": ident.etag},
+                    sink,
+                    lambda _: None,
+                    None,
+                    fatal=lambda: progress.error,
+                )
+            except ServiceError as exc:
+                if exc.status == 412:
+                    raise FileChangedError(
+                        f"oss://{self.bucket}/{self.key} changed while it was being "
+                        "downloaded (412 Precondition Failed on If-Match); run it again"
+                    ) from exc
+                raise
+            part = DownloadPart(planned.number, planned.size, crc)
+            self.done[planned.number] = part
+            if self.writer is not None:
+                self.writer.record(part)
+            await progress.part_done(planned.number, planned.size, len(plan))
+
+        missing = [p for p in plan if p.number not in self.done]
+        await run_parts(missing, self.routines, send, self.writer)
+
+    async def _keep(self, error: Exception | None) -> None:
+        if self.writer is None:
+            return
+        await self.writer.stop()
+        try:
+            await self.writer.flush()
+        except CheckpointError as exc:
+            if error is not None:
+                error.add_note(f"and the checkpoint could not be saved: {exc}")
+            return
+        if error is not None:
+            error.add_note(f"the download can be resumed (checkpoint {self.writer.path})")
+
+    async def _forget(self) -> None:
+        if self.writer is not None:
+            await self.writer.stop()
+        if self.cp_path is not None:
+            await self.io.run(remove_quietly, self.cp_path)
