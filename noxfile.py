@@ -44,7 +44,8 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typing(session: nox.Session) -> None:
     """mypy --strict over the package."""
-    session.install("-e", ".", "mypy==2.4.1")
+    # trustme: the emulator's run-time TLS certificate (testing/_tls.py imports it lazily)
+    session.install("-e", ".", "mypy==2.4.1", "trustme==1.2.1")
     session.run("mypy")
 
 
