@@ -207,7 +207,8 @@ class Bucket:
             file_path: the local file.
             part_size: 100 KiB to 5 GiB (default 100 KiB, as the OSS documentation says);
                 grown automatically when the file would need more than 10,000 parts.
-            routines: how many parts are uploaded concurrently (default 1).
+            routines: how many parts are uploaded concurrently, 1 to 1000 (default 1); a
+                value outside that range is a ``ValueError``.
             checkpoint: None/False: not resumable. True: resumable, with the checkpoint at
                 ``<file_path>.cp``. A path: resumable, with the checkpoint there.
             checkpoint_dir: resumable, with the checkpoint in this directory under a name
