@@ -36,6 +36,7 @@ from ._events import PartRetried, ProgressHook, UploadCompleted, UploadStarted
 from ._fileio import CHUNK_SIZE, SourceFile, read_optional, remove_quietly, stat_identity
 from ._foreign import Adoption
 from ._http import HttpResponse
+from ._initiate import InitiateAttempt
 from ._models import PartInfo
 from ._planner import PartPlan
 from ._session import Session
@@ -356,10 +357,18 @@ class _Resume(_UploadBase):
     # ------------------------------------------------------------------ Initiate
 
     async def _initiate(self, part_size: int) -> Checkpoint:
-        result = await self.client._initiate(
-            self.bucket, self.key, self.headers.initiate, self._retry_hook(0)
+        attempt = InitiateAttempt(
+            self.client,
+            self.bucket,
+            self.key,
+            self.headers.initiate,
+            self.headers.other,
+            self._retry_hook(0),
         )
+        result = await attempt.initiate()
         self.upload_id = result.upload_id
+        # After a retry, the lost answers' uploads are aborted (issue 10.3, see _initiate).
+        await attempt.clean_up()
         return Checkpoint(
             endpoint=self.client.endpoint,
             bucket=self.bucket,
