@@ -9,9 +9,10 @@ request is retried, the answer kept names one upload and the others are orphaned
 knows their ids, so nobody completes or aborts them, and OSS keeps them until a lifecycle
 rule removes them.
 
-Only when Initiate was retried (``failures`` > 0), ``InitiateAttempt.clean_up`` lists the open
-uploads of this exact key (ListMultipartUploads with the key as prefix, every page, entries of
-longer keys ignored) and aborts those that
+Only when an attempt got no answer and Initiate was retried (``failures`` > 0: a transport
+or protocol error; an error answer from OSS means it created nothing),
+``InitiateAttempt.clean_up`` lists the open uploads of this exact key (ListMultipartUploads
+with the key as prefix, every page, entries of longer keys ignored) and aborts those that
 
 1. are not the upload kept;
 2. were initiated inside this call's window, in server time: from just before the first
@@ -21,7 +22,7 @@ longer keys ignored) and aborts those that
    rounded outwards to whole seconds, OSS's resolution for ``Initiated``;
 3. hold no parts (ListParts): our lost attempts' uploads never got one (nobody knew their
    ids), so an upload with parts is someone else's work in progress;
-4. are no more than the attempts that failed: each failed attempt created at most one upload,
+4. are no more than the attempts that got no answer: each created at most one upload,
    so more empty candidates than that means another client is initiating the same key at
    the same moment, and none of them can be told apart from ours: all are left alone.
 
@@ -38,7 +39,7 @@ import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from ._errors import NoSuchUploadError, OssError, ProtocolError
+from ._errors import NoSuchUploadError, OssError, ProtocolError, ServiceError
 from ._models import InitiateResult, ListUploadsResult, UploadSummary
 from ._retry import parse_http_date
 from ._session import RetryHook, Session
@@ -83,13 +84,16 @@ class InitiateAttempt:
         self.headers = headers
         self.other_headers = other_headers  # e.g. x-oss-request-payer, for List/Abort
         self.on_retry = on_retry
-        self.failures = 0
+        self.failures = 0  # attempts that got no answer: each may have created an upload
         self.started = 0.0
         self.ended = 0.0
         self.kept: str | None = None
 
     async def _hook(self, failures: int, error: OssError, delay: float) -> None:
-        self.failures = failures
+        if not isinstance(error, ServiceError):
+            # No answer (or a garbled one): OSS may have acted. An error answer from OSS
+            # means it created nothing.
+            self.failures += 1
         if self.on_retry is not None:
             result = self.on_retry(failures, error, delay)
             if result is not None:
@@ -152,9 +156,9 @@ class InitiateAttempt:
         empty = [upload_id for upload_id in candidates if await self._holds_no_parts(upload_id)]
         if len(empty) > self.failures:
             logger.warning(
-                "Initiate of oss://%s/%s failed %d times before it was answered, but %d other "
-                "empty uploads of it were initiated meanwhile: another client is uploading the "
-                "same key, so none is aborted (%s)",
+                "Initiate of oss://%s/%s got no answer %d times before it was answered, but "
+                "%d other empty uploads of it were initiated meanwhile: another client is "
+                "uploading the same key, so none is aborted (%s)",
                 self.bucket, self.key, self.failures, len(empty), ", ".join(empty),
             )  # fmt: skip
             return []

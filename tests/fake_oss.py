@@ -11,10 +11,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from aiooss_resume._crc64 import crc64, crc64_fold
@@ -24,18 +22,14 @@ from aiooss_resume._models import (
     ErrorDocument,
     InitiateResult,
     ListPartsResult,
-    ListUploadsResult,
     PartInfo,
-    UploadSummary,
 )
-from aiooss_resume._retry import format_http_date
 from aiooss_resume._xml import (
     decode_complete_request,
     encode_complete_result,
     encode_error,
     encode_initiate_result,
     encode_list_parts_result,
-    encode_list_uploads_result,
 )
 
 Fault = Callable[["Call"], Awaitable[HttpResponse | None]]
@@ -56,7 +50,6 @@ class Upload:
     key: str
     headers: dict[str, str]
     parts: dict[int, tuple[bytes, str, int]] = field(default_factory=dict)
-    initiated: float = field(default_factory=time.time)
 
 
 def _etag(data: bytes) -> str:
@@ -114,8 +107,6 @@ class FakeOss:
             return "UploadPart"
         if method == "GET" and "uploadId" in query:
             return "ListParts"
-        if method == "GET" and "uploads" in query:
-            return "ListMultipartUploads"
         if method == "POST" and "uploadId" in query:
             return "CompleteMultipartUpload"
         if method == "DELETE" and "uploadId" in query:
@@ -213,32 +204,3 @@ class FakeOss:
         if self.uploads.pop(query["uploadId"], None) is None:
             return error(404, "NoSuchUpload")
         return HttpResponse(204)
-
-    def _ListMultipartUploads(
-        self, key: str, query: dict[str, str], req: HttpRequest
-    ) -> HttpResponse:
-        """One page with every open upload under ``prefix`` (no pagination, no delimiter)."""
-        prefix = query.get("prefix", "")
-        uploads = tuple(
-            UploadSummary(
-                u.key,
-                upload_id,
-                datetime.fromtimestamp(int(u.initiated), UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
-            )
-            for upload_id, u in sorted(self.uploads.items(), key=lambda i: (i[1].key, i[0]))
-            if u.key.startswith(prefix)
-        )
-        result = ListUploadsResult(
-            bucket="b",
-            prefix=prefix,
-            delimiter="",
-            key_marker="",
-            upload_id_marker="",
-            next_key_marker="",
-            next_upload_id_marker="",
-            max_uploads=1000,
-            is_truncated=False,
-            uploads=uploads,
-        )
-        body = encode_list_uploads_result(result, url_encode=True)
-        return HttpResponse(200, {"date": format_http_date(datetime.now(UTC))}, body)

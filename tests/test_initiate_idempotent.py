@@ -228,3 +228,16 @@ async def test_the_window_is_in_server_time(
         await client.bucket(BUCKET).upload_file(KEY, src, 100 * KIB)
         assert client.clock_offset == 0.0  # no skew error ever told the client
     assert open_ids(server) == set()
+
+
+async def test_an_error_answer_to_initiate_needs_no_cleanup(
+    server: ThreadedOssServer, tmp_path: Path
+) -> None:
+    # A 503 from OSS means no upload was created: retried, but nothing to look for.
+    src = source(tmp_path)
+    server.faults.add(Fault(operation="InitiateMultipartUpload", times=1, status=503))
+    async with client_for(server) as client:
+        await client.bucket(BUCKET).upload_file(KEY, src, 100 * KIB)
+    assert operations(server).count("InitiateMultipartUpload") == 2
+    assert "ListMultipartUploads" not in operations(server)
+    assert open_ids(server) == set()
