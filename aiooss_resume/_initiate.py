@@ -189,7 +189,7 @@ class InitiateAttempt:
         except OssError as exc:
             logger.warning(
                 "could not abort upload %s of oss://%s/%s, which a retried Initiate left "
-                "behind: %s; abort it with `aiooss-resume abort oss://%s/%s %s`",
+                "behind: %s; abort it with `aiooss-resume abort oss://%s/%s --upload-id %s`",
                 upload_id, self.bucket, self.key, exc, self.bucket, self.key, upload_id,
             )  # fmt: skip
             return False
