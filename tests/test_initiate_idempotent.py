@@ -21,6 +21,8 @@ import pytest
 import aiooss_resume as oss
 from aiooss_resume.testing import Fault, ThreadedOssServer
 
+from .fake_oss import Call, FakeOss, Upload
+
 pytestmark = pytest.mark.anyio
 
 KIB = 1024
@@ -241,3 +243,36 @@ async def test_an_error_answer_to_initiate_needs_no_cleanup(
     assert operations(server).count("InitiateMultipartUpload") == 2
     assert "ListMultipartUploads" not in operations(server)
     assert open_ids(server) == set()
+
+
+async def test_every_page_of_the_listing_is_read(tmp_path: Path) -> None:
+    # Through the MockTransport seam: pages of 2 uploads, five older uploads of the key and
+    # uploads of longer keys around it; the lost attempt's upload is on the last page.
+    fake = FakeOss(list_page=2)
+    for n in range(5):
+        fake.uploads[f"{n:032X}".replace("0", "A", 1)] = Upload(KEY, {}, initiated=1_000_000.0)
+    fake.uploads["F" * 32] = Upload(KEY + "x", {})  # a longer key, initiated now
+    lost: list[str] = []
+
+    async def first_initiate_answer_is_lost(call: Call) -> oss.HttpResponse | None:
+        if call.op == "InitiateMultipartUpload" and not lost:
+            resp = fake._InitiateMultipartUpload(call.key, call.query, call.request)
+            lost.append(max(fake.uploads, key=lambda i: fake.uploads[i].initiated))
+            assert resp.status == 200
+            raise oss.TransportError("connection reset after the server acted")
+        return None
+
+    fake.fault = first_initiate_answer_is_lost
+    src = source(tmp_path)
+    async with oss.Client(
+        "http://127.0.0.1:1",
+        credentials=oss.Credentials("ak", "sk"),
+        region="cn-hangzhou",
+        transport=fake.transport,
+        retry=oss.RetryPolicy(max_attempts=3, base_delay=0.0),
+    ) as client:
+        await client.bucket(BUCKET).upload_file(KEY, src, 100 * KIB)
+    assert len(fake.ops("ListMultipartUploads")) >= 3  # it paged
+    assert lost and lost[0] not in fake.uploads  # the lost attempt's upload was aborted
+    assert len(fake.ops("AbortMultipartUpload")) == 1
+    assert sorted(u.key for u in fake.uploads.values()) == [KEY] * 5 + [KEY + "x"]
