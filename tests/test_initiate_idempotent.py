@@ -276,3 +276,30 @@ async def test_every_page_of_the_listing_is_read(tmp_path: Path) -> None:
     assert lost and lost[0] not in fake.uploads  # the lost attempt's upload was aborted
     assert len(fake.ops("AbortMultipartUpload")) == 1
     assert sorted(u.key for u in fake.uploads.values()) == [KEY] * 5 + [KEY + "x"]
+
+
+async def test_seeded_chaos_on_initiate_leaves_no_open_upload(
+    server: ThreadedOssServer, tmp_path: Path
+) -> None:
+    # Half of the Initiates fail, in every way chaos knows: answered with an error (nothing
+    # created), the answer lost or cut short (created), the connection reset.
+    server.faults.chaos(
+        0.5,
+        11,
+        kinds=("error", "slowdown", "reset", "drop_response", "truncate"),
+        operations=("InitiateMultipartUpload",),
+    )
+    src = source(tmp_path)
+    ak, sk, token = server.credentials
+    async with oss.Client(
+        server.endpoint,
+        credentials=oss.Credentials(ak, sk, token),
+        region=server.region,
+        retry=oss.RetryPolicy(max_attempts=8, base_delay=0.0),
+    ) as client:
+        for i in range(8):
+            await client.bucket(BUCKET).upload_file(f"chaos/{i}.bin", src, 100 * KIB)
+    initiates = [r for r in server.requests if r.operation == "InitiateMultipartUpload"]
+    lost = [r for r in initiates if r.faults and r.status in (0, 200)]
+    assert len(initiates) > 8 and lost  # the seed's decisions include lost answers
+    assert open_ids(server) == set()
