@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from types import MappingProxyType
 from typing import Final, Literal, get_args
 from urllib.parse import quote
 
@@ -170,8 +171,11 @@ class ObjectOptions:
             )
         if self.metadata is not None:
             self._check_metadata(_check_mapping("metadata", self.metadata))
+            # A read-only copy: the caller's dict may change later, the value must not.
+            object.__setattr__(self, "metadata", MappingProxyType(dict(self.metadata)))
         if self.tagging is not None:
             self._check_tagging(_check_mapping("tagging", self.tagging))
+            object.__setattr__(self, "tagging", MappingProxyType(dict(self.tagging)))
         if self.forbid_overwrite is not None:
             _check_type("forbid_overwrite", self.forbid_overwrite, bool, "a bool")
         if self.traffic_limit is not None:

@@ -73,6 +73,15 @@ def test_nothing_set_renders_nothing_and_the_value_is_frozen() -> None:
         FULL.acl = "private"  # type: ignore[misc]
 
 
+def test_the_mappings_are_copied_so_the_value_stays_as_validated() -> None:
+    metadata = {"owner": "ops"}
+    options = oss.ObjectOptions(metadata=metadata, tagging={"a": "b"})
+    metadata["bad name"] = "x"  # after validation: must not reach the headers
+    assert options.to_headers() == {"x-oss-meta-owner": "ops", "x-oss-tagging": "a=b"}
+    with pytest.raises(TypeError):
+        options.metadata["x"] = "y"  # type: ignore[index]
+
+
 @pytest.mark.parametrize("limit", [819_200, 838_860_800])
 def test_traffic_limit_accepts_the_documented_range(limit: int) -> None:
     assert oss.ObjectOptions(traffic_limit=limit).to_headers() == {
