@@ -268,7 +268,7 @@ class _UploadBase:
         logger.warning(
             "leaving upload %s of oss://%s/%s (endpoint %s) untouched: %s; it is not this "
             "upload's to abort. Find it with `aiooss-resume uploads oss://%s/%s`, abort it "
-            "with `aiooss-resume abort oss://%s/%s %s` if nobody will resume it",
+            "with `aiooss-resume abort oss://%s/%s --upload-id %s` if nobody will resume it",
             upload_id, bucket, key, endpoint, why, bucket, key, bucket, key, upload_id,
         )  # fmt: skip
 
