@@ -303,3 +303,31 @@ async def test_seeded_chaos_on_initiate_leaves_no_open_upload(
     lost = [r for r in initiates if r.faults and r.status in (0, 200)]
     assert len(initiates) > 8 and lost  # the seed's decisions include lost answers
     assert open_ids(server) == set()
+
+
+async def test_the_restart_after_a_vanished_upload_cleans_up_too(
+    server: ThreadedOssServer, tmp_path: Path
+) -> None:
+    # The engine's second Initiate (the upload "vanished": a NoSuchUpload on a part) is the
+    # other path that initiates; its lost answer is cleaned up the same way.
+    src = source(tmp_path)
+    server.faults.add(
+        Fault(operation="UploadPart", part_number=2, times=1, status=404, code="NoSuchUpload")
+    )
+    server.faults.add(
+        Fault(operation="InitiateMultipartUpload", nth=2, times=1, drop_response=True)
+    )
+    started: list[str] = []
+
+    def on_progress(event: oss.ProgressEvent) -> None:
+        if isinstance(event, oss.UploadStarted) and event.upload_id:
+            started.append(event.upload_id)
+
+    async with client_for(server) as client:
+        result = await client.bucket(BUCKET).upload_file(
+            KEY, src, 100 * KIB, on_progress=on_progress
+        )
+    assert operations(server).count("InitiateMultipartUpload") == 3
+    assert server.read_object(BUCKET, KEY) == src.read_bytes()
+    # Left: only the first upload, which the fault made look gone (it is not really).
+    assert open_ids(server) == set(started[:1]) and result.upload_id != started[0]
