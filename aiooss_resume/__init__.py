@@ -40,6 +40,7 @@ from ._events import (
     UploadCompleted,
     UploadStarted,
 )
+from ._headers import ObjectOptions
 from ._http import HttpRequest, HttpResponse, Transport
 from ._models import UploadSummary
 from ._retry import RetryPolicy
@@ -62,6 +63,7 @@ __all__ = [
     "HttpResponse",
     "IntegrityError",
     "NoSuchUploadError",
+    "ObjectOptions",
     "OssError",
     "PartDone",
     "PartRetried",

@@ -23,7 +23,8 @@ exit code, never a traceback:
 An upload runs as its own task; SIGINT/SIGTERM cancel that task, the engine flushes every
 acknowledged part to the checkpoint while it unwinds (shielded, bounded), and the command
 exits 5 (4 without a checkpoint: the engine aborts the upload instead). A second Ctrl-C
-falls back to Python's default handler. ``AIOOSS_RESUME_TRACEBACK=1`` adds the traceback of
+falls back to Python's default handler; its ``KeyboardInterrupt`` ends an upload with the
+same codes (``_upload_interrupted_hard``). ``AIOOSS_RESUME_TRACEBACK=1`` adds the traceback of
 a failure to its one-line report; it never changes the exit code.
 
 Progress goes to stdout through ``ProgressPrinter``: one live ``\\r`` line on a terminal, a
@@ -756,6 +757,31 @@ def _interrupted(
     return EXIT_INTERRUPTED
 
 
+def _upload_interrupted_hard(args: argparse.Namespace, io: _Io) -> int:
+    """An upload stopped by ``KeyboardInterrupt`` rather than by the orderly cancel: a second
+    Ctrl-C during the cleanup, or a process where the signal handlers could not be installed.
+    The documented exit codes hold: 4 when not resumable, 5 and the resume command when
+    resumable (issue 10)."""
+    try:
+        bucket, key = _target(args.target)
+        endpoint = _endpoint(args)
+    except UsageError:  # cannot happen once the upload ran; be safe all the same
+        io.stderr.write("interrupted\n")
+        return EXIT_ABORTED if args.checkpoint is False else EXIT_INTERRUPTED
+    if args.checkpoint is False:
+        io.stderr.write(
+            "interrupted: not resumable (--no-checkpoint); interrupted again while it was "
+            "being aborted, the upload may still exist on OSS: list it with "
+            f"`aiooss-resume uploads oss://{bucket}/{key}` and abort it with "
+            f"`aiooss-resume abort oss://{bucket}/{key} --upload-id ID`\n"
+        )
+        io.stderr.flush()
+        return EXIT_ABORTED
+    io.stderr.write("interrupted again while the upload was being stopped\n")
+    checkpoint: bool | str = True if args.checkpoint_dir else args.checkpoint
+    return _interrupted(args, io, endpoint, bucket, key, checkpoint)
+
+
 async def _cmd_abort(args: argparse.Namespace, io: _Io) -> int:
     bucket_name, key = _target(args.target)
     async with _client(args) as client:
@@ -1294,6 +1320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"{command_parser.prog}: error: {exc}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:
+        if getattr(args, "command", None) == "upload":
+            return _upload_interrupted_hard(args, io)
         sys.stderr.write(f"{name}: interrupted\n")
         return EXIT_INTERRUPTED
     except Exception as exc:

@@ -31,6 +31,7 @@ from ._credentials import (
 from ._downloader import DownloadResult, download_file
 from ._events import ProgressHook
 from ._fileio import IoRunner
+from ._headers import ObjectOptions
 from ._http import AiohttpTransport, Transport
 from ._models import UploadSummary
 from ._planner import DEFAULT_PART_SIZE
@@ -195,6 +196,7 @@ class Bucket:
         checkpoint_dir: str | PathLike[str] | None = None,
         headers: Mapping[str, str] | None = None,
         on_progress: ProgressHook | None = None,
+        options: ObjectOptions | None = None,
     ) -> UploadResult:
         """Upload a local file to ``key``, resumably, in parts of ``part_size`` bytes.
 
@@ -219,6 +221,10 @@ class Bucket:
                 ``x-oss-forbid-overwrite``, ``x-oss-tagging``, ``x-oss-traffic-limit``...),
                 each sent on the request(s) where OSS expects it.
             on_progress: a sync or async callable receiving ``ProgressEvent`` objects.
+            options: the common headers, typed (``ObjectOptions``: ACL, storage class,
+                encryption, metadata, content type, tags, forbid-overwrite, traffic limit);
+                they combine with ``headers``, and a header given both ways is a
+                ``ValueError``.
 
         Returns:
             An ``UploadResult`` describing the stored object.
@@ -247,6 +253,7 @@ class Bucket:
             checkpoint_dir=checkpoint_dir,
             headers=headers,
             on_progress=on_progress,
+            options=options,
         )
 
     async def download_file(
@@ -259,6 +266,7 @@ class Bucket:
         checkpoint: bool | str | PathLike[str] | None = None,
         checkpoint_dir: str | PathLike[str] | None = None,
         on_progress: ProgressHook | None = None,
+        options: ObjectOptions | None = None,
     ) -> DownloadResult:
         """Download ``key`` to ``file_path``, resumably, in Range GETs of ``part_size`` bytes.
 
@@ -266,6 +274,8 @@ class Bucket:
         once the whole object's CRC-64 matched; a reader never sees a half file. With a
         checkpoint (``True``: ``<file_path>.dcp``), an interrupted download resumes with the
         ranges it finished, if the object did not change (ETag, size, CRC-64).
+        ``options=ObjectOptions(traffic_limit=...)`` throttles each ranged GET; any other
+        field is a ``ValueError`` (it describes an object, which a download does not set).
 
         Raises:
             ValueError, TypeError, IsADirectoryError: bad arguments, before any request.
@@ -286,6 +296,7 @@ class Bucket:
             checkpoint=checkpoint,
             checkpoint_dir=checkpoint_dir,
             on_progress=on_progress,
+            options=options,
         )
 
     async def abort_upload(self, key: str, upload_id: str) -> None:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from os import PathLike
 
 import msgspec
@@ -52,6 +52,7 @@ from ._fileio import (
     write_atomic,
     write_chunk,
 )
+from ._headers import ObjectOptions
 from ._planner import PartPlan, plan_parts, validate_part_size
 from ._session import Session, validate_key
 from ._transfer import (
@@ -148,6 +149,7 @@ async def download_file(
     checkpoint: bool | str | PathLike[str] | None,
     checkpoint_dir: str | PathLike[str] | None,
     on_progress: ProgressHook | None,
+    options: ObjectOptions | None = None,
 ) -> DownloadResult:
     """See ``Bucket.download_file``."""
     validate_key(key)
@@ -157,14 +159,23 @@ async def download_file(
         raise TypeError("on_progress must be callable")
     if not isinstance(file_path, (str, PathLike)):
         raise TypeError("file_path must be a str or os.PathLike")
+    get_headers: dict[str, str] = {}
+    if options is not None:
+        if not isinstance(options, ObjectOptions):
+            raise TypeError(f"options must be an ObjectOptions, not {type(options).__name__}")
+        options.only("traffic_limit")  # nothing else means anything to a GET
+        get_headers = options.to_headers()
     # Path resolution touches the file system: off the event loop (slow mounts).
     dest, cp_path = await session._io.run(_resolve, file_path, checkpoint, checkpoint_dir)
     job = _Download(session, bucket, key, dest, part_size, routines, cp_path, on_progress)
+    job.get_headers = get_headers
     return await job.run()
 
 
 class _Download:
     """One call of ``download_file``."""
+
+    get_headers: Mapping[str, str] = {}  # on every ranged GET (a traffic limit)
 
     def __init__(
         self,
@@ -348,7 +359,7 @@ class _Download:
                     self.key,
                     planned.offset,
                     planned.offset + planned.size - 1,
-                    {"If-Match": ident.etag},
+                    {**self.get_headers, "If-Match": ident.etag},
                     sink,
                     lambda _: None,
                     None,

@@ -36,6 +36,7 @@ from ._events import PartRetried, ProgressHook, UploadCompleted, UploadStarted
 from ._fileio import CHUNK_SIZE, SourceFile, read_optional, remove_quietly, stat_identity
 from ._foreign import Adoption
 from ._http import HttpResponse
+from ._initiate import InitiateAttempt
 from ._models import PartInfo
 from ._planner import PartPlan
 from ._session import Session
@@ -267,7 +268,7 @@ class _UploadBase:
         logger.warning(
             "leaving upload %s of oss://%s/%s (endpoint %s) untouched: %s; it is not this "
             "upload's to abort. Find it with `aiooss-resume uploads oss://%s/%s`, abort it "
-            "with `aiooss-resume abort oss://%s/%s %s` if nobody will resume it",
+            "with `aiooss-resume abort oss://%s/%s --upload-id %s` if nobody will resume it",
             upload_id, bucket, key, endpoint, why, bucket, key, bucket, key, upload_id,
         )  # fmt: skip
 
@@ -356,10 +357,18 @@ class _Resume(_UploadBase):
     # ------------------------------------------------------------------ Initiate
 
     async def _initiate(self, part_size: int) -> Checkpoint:
-        result = await self.client._initiate(
-            self.bucket, self.key, self.headers.initiate, self._retry_hook(0)
+        attempt = InitiateAttempt(
+            self.client,
+            self.bucket,
+            self.key,
+            self.headers.initiate,
+            self.headers.other,
+            self._retry_hook(0),
         )
+        result = await attempt.initiate()
         self.upload_id = result.upload_id
+        # After a retry, the lost answers' uploads are aborted (issue 10.3, see _initiate).
+        await attempt.clean_up()
         return Checkpoint(
             endpoint=self.client.endpoint,
             bucket=self.bucket,

@@ -71,6 +71,7 @@ from ._errors import (
 from ._events import ProgressHook, UploadStarted
 from ._fileio import SourceFile, remove_quietly, stat_identity, write_atomic
 from ._foreign import adopt_foreign
+from ._headers import ObjectOptions, merge_headers
 from ._planner import PartPlan, effective_part_size, plan_parts, validate_part_size
 from ._session import Session, validate_key
 from ._transfer import (
@@ -117,6 +118,7 @@ async def upload_file(
     checkpoint_dir: str | PathLike[str] | None,
     headers: Mapping[str, str] | None,
     on_progress: ProgressHook | None,
+    options: ObjectOptions | None = None,
 ) -> UploadResult:
     """See ``Bucket.upload_file``."""
     validate_key(key)
@@ -126,7 +128,7 @@ async def upload_file(
         raise TypeError("on_progress must be callable")
     if not isinstance(file_path, (str, PathLike)):
         raise TypeError("file_path must be a str or os.PathLike")
-    plan_headers = route_headers(headers, key)
+    plan_headers = route_headers(merge_headers(options, headers), key)
     # Path resolution and stat touch the file system: off the event loop (slow mounts).
     path, cp_path = await client._io.run(
         functools.partial(

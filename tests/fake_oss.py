@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from aiooss_resume._crc64 import crc64, crc64_fold
@@ -22,14 +24,18 @@ from aiooss_resume._models import (
     ErrorDocument,
     InitiateResult,
     ListPartsResult,
+    ListUploadsResult,
     PartInfo,
+    UploadSummary,
 )
+from aiooss_resume._retry import format_http_date
 from aiooss_resume._xml import (
     decode_complete_request,
     encode_complete_result,
     encode_error,
     encode_initiate_result,
     encode_list_parts_result,
+    encode_list_uploads_result,
 )
 
 Fault = Callable[["Call"], Awaitable[HttpResponse | None]]
@@ -50,6 +56,7 @@ class Upload:
     key: str
     headers: dict[str, str]
     parts: dict[int, tuple[bytes, str, int]] = field(default_factory=dict)
+    initiated: float = field(default_factory=time.time)
 
 
 def _etag(data: bytes) -> str:
@@ -107,6 +114,8 @@ class FakeOss:
             return "UploadPart"
         if method == "GET" and "uploadId" in query:
             return "ListParts"
+        if method == "GET" and "uploads" in query:
+            return "ListMultipartUploads"
         if method == "POST" and "uploadId" in query:
             return "CompleteMultipartUpload"
         if method == "DELETE" and "uploadId" in query:
@@ -204,3 +213,37 @@ class FakeOss:
         if self.uploads.pop(query["uploadId"], None) is None:
             return error(404, "NoSuchUpload")
         return HttpResponse(204)
+
+    def _ListMultipartUploads(
+        self, key: str, query: dict[str, str], req: HttpRequest
+    ) -> HttpResponse:
+        """Open uploads under ``prefix``, ``list_page`` per page (no delimiter), by key then
+        upload id, with the ``Date`` header OSS sends."""
+        prefix = query.get("prefix", "")
+        marker = (query.get("key-marker", ""), query.get("upload-id-marker", ""))
+        listed = sorted(
+            (u.key, upload_id, u.initiated)
+            for upload_id, u in self.uploads.items()
+            if u.key.startswith(prefix) and (u.key, upload_id) > marker
+        )
+        page = listed[: self.list_page]
+        truncated = len(listed) > len(page)
+        result = ListUploadsResult(
+            bucket="b",
+            prefix=prefix,
+            delimiter="",
+            key_marker=marker[0],
+            upload_id_marker=marker[1],
+            next_key_marker=page[-1][0] if page else "",
+            next_upload_id_marker=page[-1][1] if truncated else "",
+            max_uploads=self.list_page,
+            is_truncated=truncated,
+            uploads=tuple(
+                UploadSummary(
+                    k, i, datetime.fromtimestamp(int(t), UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+                )
+                for k, i, t in page
+            ),
+        )
+        body = encode_list_uploads_result(result, url_encode=True)
+        return HttpResponse(200, {"date": format_http_date(datetime.now(UTC))}, body)
