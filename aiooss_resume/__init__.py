@@ -29,6 +29,7 @@ from ._errors import (
     OssError,
     ProtocolError,
     ServiceError,
+    StreamLengthError,
     TransportError,
 )
 from ._events import (
@@ -71,6 +72,7 @@ __all__ = [
     "RetryPolicy",
     "ServiceError",
     "StaticCredentialsProvider",
+    "StreamLengthError",
     "Transport",
     "TransportError",
     "UploadCompleted",
