@@ -354,8 +354,8 @@ class Bucket:
             ServiceError, TransportError, IntegrityError, CheckpointError: as for
                 ``upload_file``.
             FileChangedError: a reopened stream's bytes differ from the checkpoint's.
-            Any exception the stream raises, as it is (the upload aborted, or kept for a
-            resume with ``reopen``).
+            Exception: any exception the stream raises, as it is (the upload aborted, or
+                kept for a resume with ``reopen``).
         """
         return await upload_stream(
             self.client,
