@@ -49,7 +49,7 @@ import asyncio
 import inspect
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Mapping
 from os import PathLike
 from typing import Any
 
@@ -318,7 +318,10 @@ class _StreamUpload(_Resume):
                 )
             )
             held = self._held_parts(reader, part_size, done)
-            await run_held_parts(held, self.routines, self._sender(done), self.writer)
+            try:
+                await run_held_parts(held, self.routines, self._sender(done), self.writer)
+            finally:
+                await held.aclose()  # now, not by the garbage collector in another task
             total = reader.received
             plan = plan_parts(total, part_size)
             if len(plan) < max(done, default=0):
@@ -344,7 +347,7 @@ class _StreamUpload(_Resume):
 
     async def _held_parts(
         self, reader: _PartReader, part_size: int, done: dict[int, CheckpointPart]
-    ) -> AsyncIterator[_HeldPart]:
+    ) -> AsyncGenerator[_HeldPart, None]:
         """The parts to send, in order, each with its CRC-64; kept parts are checked."""
         number = reader.offset // part_size + 1
         data = await reader.next_part()
