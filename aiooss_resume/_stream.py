@@ -65,7 +65,7 @@ from ._errors import (
     StreamLengthError,
 )
 from ._events import ProgressHook, UploadStarted
-from ._fileio import refuse_symlink, remove_quietly, write_atomic
+from ._fileio import CHUNK_SIZE, IoRunner, refuse_symlink, remove_quietly, write_atomic
 from ._planner import (
     MAX_OBJECT_SIZE,
     MAX_PARTS,
@@ -173,6 +173,13 @@ def _stream_changed(cp_path: str | None, detail: str) -> FileChangedError:
     )
 
 
+async def _part_crc(io: IoRunner, data: bytearray) -> int:
+    # Up to 1 MiB, ~20 µs on the loop (fastcrc) beats a thread hop; above, the IoRunner.
+    if len(data) <= CHUNK_SIZE:
+        return crc64(data)
+    return await io.run(crc64, data)
+
+
 def _save(path: str, checkpoint: Checkpoint) -> None:
     write_atomic(path, encode_checkpoint(checkpoint))
 
@@ -260,7 +267,7 @@ class _StreamUpload(_Resume):
 
     async def _put_object(self, data: bytearray) -> UploadResult:
         size = len(data)
-        body = _PartBody(self.progress, 1, data, await self.io.run(crc64, data))
+        body = _PartBody(self.progress, 1, data, await _part_crc(self.io, data))
         self.progress.total = size
         await self.progress.emit(
             UploadStarted(
@@ -360,7 +367,7 @@ class _StreamUpload(_Resume):
                     expected=None,
                     actual=reader.received,
                 )
-            crc = await self.io.run(crc64, data)
+            crc = await _part_crc(self.io, data)
             kept = done.get(number)
             if kept is None:
                 yield _HeldPart(number, data, crc)

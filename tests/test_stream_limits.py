@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator
 from urllib.parse import parse_qsl, urlsplit
 
@@ -44,7 +43,7 @@ class CountingOss:
             self.operations.append("UploadPart")
             crc = crc64(body)
             self.parts[int(query["partNumber"])] = (len(body), crc)
-            etag = '"' + hashlib.md5(body).hexdigest().upper() + '"'
+            etag = f'"{crc:016X}"'  # any string will do; an MD5 of 100 KiB costs 0.2 ms
             return oss.HttpResponse(200, {"etag": etag, "x-oss-hash-crc64ecma": str(crc)})
         if request.method == "POST" and "uploadId" in query:
             self.operations.append("Complete")
