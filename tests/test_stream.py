@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import oss2
 import pytest
+from yarl import URL
 
 import aiooss_resume as oss
 from aiooss_resume._checkpoint import decode_checkpoint
+from aiooss_resume._signing import request_path, sign_request
 from aiooss_resume.testing import Fault, OssServer
 
 pytestmark = pytest.mark.anyio
@@ -520,3 +524,67 @@ async def test_the_reader_is_held_back_by_a_slow_oss(server: OssServer) -> None:
     # Not vacuous: the reader did get ahead by the parts in flight, then had to wait.
     assert state["ahead"] >= routines * PART
     assert server.stats.peak_in_flight["UploadPart"] <= routines
+
+
+# ---------------------------------------------------------------------- relaying a download
+
+
+async def _get(session: aiohttp.ClientSession, server: OssServer, key: str, offset: int) -> Any:
+    """A streamed GetObject from ``offset`` on: the aiohttp response, body not read yet."""
+    creds = server.credentials
+    signed = sign_request(
+        method="GET",
+        bucket=BUCKET,
+        key=key,
+        query=[],
+        headers={"Range": f"bytes={offset}-"},
+        access_key_id=creds.access_key_id,
+        access_key_secret=creds.access_key_secret,
+        security_token=None,
+        version="v4",
+        region=server.region,
+        now=datetime.now(UTC),
+    )
+    url = URL(server.endpoint + request_path(BUCKET, key, path_style=True), encoded=True)
+    response = await session.get(url, headers=signed)
+    assert response.status == 206, await response.text()
+    return response
+
+
+async def test_relaying_an_aiohttp_download_resumes_with_range_requests(
+    server: OssServer, tmp_path: Path
+) -> None:
+    """The issue's relay case: an aiohttp response's ``content`` (a StreamReader, read with
+    ``read(n)``) relayed to another key, resumed after a failure by a Range GET."""
+    data = os.urandom(5 * PART + 999)
+    async with client_for(server) as client:
+        bucket = client.bucket(BUCKET)
+        await bucket.upload_file("original", _write(tmp_path / "original", data), PART)
+        cp = tmp_path / "relay.cp"
+        offsets: list[int] = []
+        opened: list[aiohttp.ClientResponse] = []
+        async with aiohttp.ClientSession() as session:
+
+            async def reopen(offset: int) -> aiohttp.StreamReader:
+                offsets.append(offset)
+                opened.append(await _get(session, server, "original", offset))
+                return opened[-1].content
+
+            server.faults.add(Fault(operation="UploadPart", part_number=4, status=500, times=None))
+            with pytest.raises(oss.ServiceError):
+                await bucket.upload_stream(
+                    "copy", None, PART, size=len(data), checkpoint=cp, reopen=reopen
+                )
+            server.faults.clear()
+            await bucket.upload_stream(
+                "copy", None, PART, size=len(data), checkpoint=cp, reopen=reopen
+            )
+            for response in opened:
+                response.release()
+    assert offsets == [0, 3 * PART]
+    assert server.read_object(BUCKET, "copy") == data
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
