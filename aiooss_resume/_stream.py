@@ -180,6 +180,17 @@ async def _part_crc(io: IoRunner, data: bytearray) -> int:
     return await io.run(crc64, data)
 
 
+async def _close_streams(streams: list[object], key: str) -> None:
+    # Async generators (ours, the caller's) are closed here, now, rather than by the
+    # garbage collector's finalizer at some later point, in some other task.
+    for stream in streams:
+        if inspect.isasyncgen(stream):
+            try:
+                await stream.aclose()
+            except Exception:  # the stream's own cleanup: not the upload's outcome
+                logger.warning("closing the stream of %s failed", key, exc_info=True)
+
+
 def _save(path: str, checkpoint: Checkpoint) -> None:
     write_atomic(path, encode_checkpoint(checkpoint))
 
@@ -195,6 +206,7 @@ class _StreamUpload(_Resume):
     _iterators: list[AsyncIterator[Any]]
 
     async def run(self) -> UploadResult:
+        self._iterators = []
         lock = await take_lock(self.io, self.cp_path)
         try:
             known = self.size if self.size is not None else -1
@@ -204,7 +216,6 @@ class _StreamUpload(_Resume):
             if self.size is not None:
                 part_size = effective_part_size(self.size, part_size)
                 self.part_count = -(-self.size // part_size)
-            self._iterators = []
             checkpoint, done = await self._resume_state(part_size)
             if checkpoint is not None:
                 offset, at_end = resume_offset(done, part_size, self.size)
@@ -221,7 +232,7 @@ class _StreamUpload(_Resume):
             return await self._multipart(part_size, reader, None, {})
         finally:
             release_lock(lock, self.writer)
-            await self._close_sources()
+            await _close_streams([*self._iterators, self.source], self.key)
 
     async def _open(self, offset: int, part_size: int, *, at_end: bool = False) -> _PartReader:
         """A reader of the stream from ``offset``: the source, or ``reopen(offset)``."""
@@ -236,13 +247,6 @@ class _StreamUpload(_Resume):
         iterator = chunks_of(source)
         self._iterators.append(iterator)
         return _PartReader(iterator, part_size, offset, self.size)
-
-    async def _close_sources(self) -> None:
-        # Async generators (ours, the caller's) are closed here, now, rather than by the
-        # garbage collector's finalizer at some later point, in some other task.
-        for iterator in [*getattr(self, "_iterators", ()), self.source]:
-            if inspect.isasyncgen(iterator):
-                await iterator.aclose()
 
     async def _resume_state(self, part_size: int) -> tuple[Checkpoint | None, dict[int, Any]]:
         if self.cp_path is None:
