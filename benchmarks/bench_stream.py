@@ -159,9 +159,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "runs": mode_runs,
             }
         )
-    file_speed = next((c["mib_s"] for c in cells if c["mode"] == "file"), None)
-    for cell in cells:
-        cell["speed_vs_file"] = cell["mib_s"] / file_speed if file_speed else None
+    _add_ratios(cells)
     return {
         "size": size,
         "part_size": part_size,
@@ -172,6 +170,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "shared_loaded_machine": True,
         "cells": cells,
     }
+
+
+def _add_ratios(cells: list[dict[str, Any]]) -> None:
+    """Speed relative to ``upload_file`` in the same repetition (side by side), median."""
+    files = next((c["runs"] for c in cells if c["mode"] == "file"), None)
+    for cell in cells:
+        if files is None:
+            cell["speed_vs_file"] = None
+            continue
+        ratios = [f["seconds"] / r["seconds"] for r, f in zip(cell["runs"], files, strict=True)]
+        cell["speed_vs_file_runs"] = ratios
+        cell["speed_vs_file"] = median(ratios)
 
 
 def main(argv: list[str] | None = None) -> None:
