@@ -588,3 +588,77 @@ async def test_relaying_an_aiohttp_download_resumes_with_range_requests(
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+@pytest.mark.parametrize(
+    ("length", "size_given", "reopened_at"),
+    [
+        (3 * PART + 5, False, []),  # a short last part records the end: no reopen at all
+        (3 * PART + 5, True, []),
+        (3 * PART, True, []),  # size= records the end
+        (3 * PART, False, [3 * PART]),  # the end is unknown: reopened there, yields nothing
+    ],
+)
+async def test_a_resume_with_every_part_kept_only_completes(
+    server: OssServer, tmp_path: Path, length: int, size_given: bool, reopened_at: list[int]
+) -> None:
+    data = os.urandom(length)
+    cp = tmp_path / "stream.cp"
+    size = length if size_given else None
+    server.faults.add(Fault(operation="CompleteMultipartUpload", status=500, times=None))
+    async with client_for(server) as client:
+        bucket = client.bucket(BUCKET)
+        with pytest.raises(oss.ServiceError):
+            await bucket.upload_stream(
+                "k", chunks(data, PART), PART, size=size, checkpoint=cp,
+                reopen=reopener(data, PART, []),
+            )  # fmt: skip
+        assert len(decode_checkpoint(cp.read_bytes()).parts) == -(-length // PART)
+        server.faults.clear()
+        server.requests.clear()
+        calls: list[int] = []
+        result = await bucket.upload_stream(
+            "k", None, PART, size=size, checkpoint=cp, reopen=reopener(data, PART, calls)
+        )
+    assert calls == reopened_at
+    assert parts_sent(server) == []
+    assert result.size == length and result.parts_uploaded == 0
+    assert server.read_object(BUCKET, "k") == data
+
+
+async def test_a_failing_progress_hook_fails_the_upload_and_aborts_it(server: OssServer) -> None:
+    class HookError(Exception):
+        pass
+
+    def hook(event: oss.ProgressEvent) -> None:
+        if isinstance(event, oss.PartDone):
+            raise HookError("the hook's own bug")
+
+    async with client_for(server) as client:
+        with pytest.raises(HookError):
+            await client.bucket(BUCKET).upload_stream(
+                "k", chunks(os.urandom(350 * KIB), PART), PART, on_progress=hook
+            )
+    assert server.list_uploads(BUCKET) == []
+    assert server.object_info(BUCKET, "k") is None
+
+
+async def test_a_checkpoint_of_another_target_is_refused_and_kept(
+    server: OssServer, tmp_path: Path
+) -> None:
+    data = os.urandom(3 * PART)
+    cp = tmp_path / "stream.cp"
+    server.faults.add(Fault(operation="UploadPart", part_number=2, status=500, times=None))
+    async with client_for(server) as client:
+        bucket = client.bucket(BUCKET)
+        with pytest.raises(oss.ServiceError):
+            await bucket.upload_stream(
+                "one", chunks(data, PART), PART, checkpoint=cp, reopen=reopener(data, PART, [])
+            )
+        before = cp.read_bytes()
+        with pytest.raises(oss.CheckpointError, match="oss://bkt/one"):
+            await bucket.upload_stream(
+                "two", chunks(data, PART), PART, checkpoint=cp, reopen=reopener(data, PART, [])
+            )
+    assert cp.read_bytes() == before
+    assert len(server.list_uploads(BUCKET)) == 1
