@@ -17,7 +17,8 @@ there), and the number of parts held is what bounds memory:
    A chunk that is not bytes-like is a ``TypeError``; a stream longer or shorter than
    ``size`` a ``StreamLengthError`` (too long: at the first byte too many, before it is
    sent); without ``size``, a stream that needs part 10,001 a ``StreamLengthError`` before
-   that part is sent. Each part's CRC-64 is computed by the ``IoRunner`` as it is cut.
+   that part is sent. Each part is held as 1 MiB blocks, its CRC-64 continued block by
+   block as it is cut (~20 µs each, on the loop).
 3. **One request or many**: a stream that ends within its first part (empty included) goes
    up with one PutObject; anything longer by multipart upload.
 4. **Backpressure** (``_run_parts``): the next part is read only once the previous one was
@@ -56,7 +57,6 @@ from typing import Any
 import msgspec
 
 from ._checkpoint import Checkpoint, CheckpointPart, SourceIdentity, encode_checkpoint
-from ._crc64 import crc64
 from ._errors import (
     FileChangedError,
     IntegrityError,
@@ -65,7 +65,7 @@ from ._errors import (
     StreamLengthError,
 )
 from ._events import ProgressHook, UploadStarted
-from ._fileio import CHUNK_SIZE, IoRunner, refuse_symlink, remove_quietly, write_atomic
+from ._fileio import refuse_symlink, remove_quietly, write_atomic
 from ._planner import (
     MAX_OBJECT_SIZE,
     MAX_PARTS,
@@ -78,6 +78,7 @@ from ._stream_parts import (
     Reopen,
     StreamSource,
     _HeldPart,
+    _Part,
     _PartBody,
     _PartReader,
     check_source,
@@ -173,13 +174,6 @@ def _stream_changed(cp_path: str | None, detail: str) -> FileChangedError:
     )
 
 
-async def _part_crc(io: IoRunner, data: bytearray) -> int:
-    # Up to 1 MiB, ~20 µs on the loop (fastcrc) beats a thread hop; above, the IoRunner.
-    if len(data) <= CHUNK_SIZE:
-        return crc64(data)
-    return await io.run(crc64, data)
-
-
 async def _close_streams(streams: list[object], key: str) -> None:
     # Async generators (ours, the caller's) are closed here, now, rather than by the
     # garbage collector's finalizer at some later point, in some other task.
@@ -223,7 +217,7 @@ class _StreamUpload(_Resume):
                 return await self._multipart(part_size, reader, checkpoint, done)
             reader = await self._open(0, part_size)
             first = await reader.next_part()
-            if len(first) < part_size or await reader.at_end():
+            if first.size < part_size or await reader.at_end():
                 if self.cp_path is not None:  # a stale or damaged one, its upload dropped
                     await self.io.run(remove_quietly, self.cp_path)
                 return await self._put_object(first)
@@ -269,9 +263,9 @@ class _StreamUpload(_Resume):
 
     # ------------------------------------------------------------------ one request
 
-    async def _put_object(self, data: bytearray) -> UploadResult:
-        size = len(data)
-        body = _PartBody(self.progress, 1, data, await _part_crc(self.io, data))
+    async def _put_object(self, part: _Part) -> UploadResult:
+        size = part.size
+        body = _PartBody(self.progress, 1, part)
         self.progress.total = size
         await self.progress.emit(
             UploadStarted(
@@ -361,8 +355,8 @@ class _StreamUpload(_Resume):
     ) -> AsyncGenerator[_HeldPart, None]:
         """The parts to send, in order, each with its CRC-64; kept parts are checked."""
         number = reader.offset // part_size + 1
-        data = await reader.next_part()
-        while data:
+        part = await reader.next_part()
+        while part.size:
             if number > MAX_PARTS:
                 raise StreamLengthError(
                     f"the stream is longer than {MAX_PARTS} parts of {part_size} bytes (at "
@@ -371,32 +365,32 @@ class _StreamUpload(_Resume):
                     expected=None,
                     actual=reader.received,
                 )
-            crc = await _part_crc(self.io, data)
             kept = done.get(number)
             if kept is None:
-                yield _HeldPart(number, data, crc)
-            elif (kept.size, kept.crc64) != (len(data), crc):
+                yield _HeldPart(number, part)
+            elif (kept.size, kept.crc64) != (part.size, part.crc):
                 raise _stream_changed(
                     self.cp_path, f"part {number}'s bytes differ from the checkpoint's"
                 )
-            del data  # not held while the next part fills (the memory bound)
+            del part  # not held while the next part fills (the memory bound)
             number += 1
-            data = await reader.next_part()
+            part = await reader.next_part()
 
     def _sender(
         self, done: dict[int, CheckpointPart]
     ) -> Callable[[_HeldPart], Coroutine[Any, Any, None]]:
         async def send(held: _HeldPart) -> None:
             assert self.upload_id is not None
-            body = _PartBody(self.progress, held.number, held.data, held.crc)
+            size, crc = held.part.size, held.part.crc
+            body = _PartBody(self.progress, held.number, held.part)
             resp = await self.client._upload_part(
-                self.bucket, self.key, self.upload_id, held.number, body, len(held.data),
+                self.bucket, self.key, self.upload_id, held.number, body, size,
                 self.headers.part, body.check, self._retry_hook(held.number), fatal=body.fatal,
             )  # fmt: skip
             etag = resp.header("etag")
             if not etag:
                 raise ProtocolError(f"UploadPart {held.number} answered without an ETag")
-            part = CheckpointPart(held.number, len(held.data), etag, held.crc)
+            part = CheckpointPart(held.number, size, etag, crc)
             done[held.number] = part  # acknowledged: recorded before anything else is awaited
             if self.writer is not None:
                 self.writer.record(part)

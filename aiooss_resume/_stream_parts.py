@@ -22,6 +22,7 @@ from collections.abc import (
 from typing import Any, NamedTuple, Protocol, TypeAlias, TypeGuard
 
 from ._checkpoint import Checkpoint, CheckpointPart
+from ._crc64 import crc64
 from ._errors import IntegrityError, StreamLengthError
 from ._fileio import CHUNK_SIZE
 from ._http import HttpResponse
@@ -51,7 +52,7 @@ class _Readable(Protocol):
     def read(self, n: int, /) -> Awaitable[bytes]: ...
 
 
-StreamSource: TypeAlias = "AsyncIterable[bytes] | _Readable"
+StreamSource: TypeAlias = "AsyncIterable[bytes | bytearray | memoryview] | _Readable"
 """An async iterable of bytes-like chunks, or an object with ``async read(n) -> bytes``."""
 Reopen: TypeAlias = Callable[[int], "StreamSource | Awaitable[StreamSource]"]
 
@@ -94,11 +95,22 @@ async def no_chunks() -> AsyncIterator[Any]:
     yield  # an async generator that yields nothing
 
 
+class _Part(NamedTuple):
+    """A part as it is held: 1 MiB blocks (the last one shorter), its size and CRC-64."""
+
+    blocks: list[bytes]
+    size: int
+    crc: int
+
+
 class _PartReader:
     """Cuts the source's chunks into parts of ``part_size`` bytes; checks types and length.
 
-    ``received`` counts the stream's bytes from offset 0 (a reopened stream starts at its
-    offset). Only one chunk of the source is held besides the part being filled.
+    A part is built as blocks of ``CHUNK_SIZE`` bytes, each joined once from the pieces of
+    the chunks it spans (the only copy of the bytes: the blocks are what is sent) and its
+    CRC-64 continued on the loop (~20 µs a block). ``received`` counts the stream's bytes
+    from offset 0 (a reopened stream starts at its offset). Only one chunk of the source is
+    held besides the part being filled.
     """
 
     def __init__(
@@ -110,10 +122,10 @@ class _PartReader:
         self.received = offset
         self.size = size
         self._pending: memoryview | None = None
-        self._put_back: bytearray | None = None
+        self._put_back: _Part | None = None
         self.ended = False
 
-    def put_back(self, part: bytearray) -> None:
+    def put_back(self, part: _Part) -> None:
         """Make ``part`` (read to look past it) the next one ``next_part`` returns."""
         self._put_back = part
 
@@ -133,6 +145,10 @@ class _PartReader:
             view = memoryview(chunk).cast("B")
             if not view.nbytes:
                 continue
+            if not view.readonly:
+                # A buffer the source may refill once asked for its next chunk: copied, as
+                # its pieces may wait in a block being joined until then.
+                view = memoryview(bytes(view))
             if self.size is not None and self.received + view.nbytes > self.size:
                 raise StreamLengthError(
                     f"the stream yielded more than the {self.size} bytes size= announced "
@@ -151,33 +167,45 @@ class _PartReader:
             )
         return False
 
-    async def next_part(self) -> bytearray:
-        """The next part (shorter only at the end of the stream; empty: nothing left)."""
+    async def next_part(self) -> _Part:
+        """The next part (shorter only at the end of the stream; size 0: nothing left)."""
         if self._put_back is not None:
             part, self._put_back = self._put_back, None
             return part
-        part = bytearray()
-        while len(part) < self.part_size:
+        blocks: list[bytes] = []
+        pieces: list[memoryview] = []
+        size = in_block = crc = 0
+        while size < self.part_size:
             if self._pending is None and not await self._pull():
                 break
             assert self._pending is not None
-            take = min(self.part_size - len(part), self._pending.nbytes)
-            part += self._pending[:take]
+            take = min(self.part_size - size, CHUNK_SIZE - in_block, self._pending.nbytes)
+            pieces.append(self._pending[:take])
             self._pending = self._pending[take:] if take < self._pending.nbytes else None
-        return part
+            size += take
+            in_block += take
+            if in_block == CHUNK_SIZE or size == self.part_size:
+                blocks.append(block := b"".join(pieces))
+                crc = crc64(block, crc)
+                pieces.clear()
+                in_block = 0
+        if pieces:
+            blocks.append(block := b"".join(pieces))
+            crc = crc64(block, crc)
+        return _Part(blocks, size, crc)
 
     async def at_end(self) -> bool:
         return self._pending is None and not await self._pull()
 
 
 class _PartBody:
-    """A held part's request body: 1 MiB chunks of it, afresh for every attempt."""
+    """A held part's request body: its blocks, afresh for every attempt."""
 
-    def __init__(self, progress: _Progress, number: int, data: bytearray, crc: int) -> None:
+    def __init__(self, progress: _Progress, number: int, part: _Part) -> None:
         self.progress = progress
         self.number = number
-        self.data = data
-        self.crc = crc
+        self.part = part
+        self.crc = part.crc
         self.failure: Exception | None = None
 
     def __call__(self) -> AsyncIterator[bytes]:
@@ -187,16 +215,16 @@ class _PartBody:
         return self.failure
 
     async def _chunks(self) -> AsyncIterator[bytes]:
-        view = memoryview(self.data)
-        for start in range(0, len(view), CHUNK_SIZE):
-            end = min(start + CHUNK_SIZE, len(view))
-            yield bytes(view[start:end])
+        end = 0
+        for block in self.part.blocks:
+            yield block
+            end += len(block)
             try:
                 await self.progress.sent(self.number, end)
             except Exception as exc:  # the hook's: stop sending, the upload has failed
                 if self.failure is None:
                     self.failure = exc
-                if end < len(view):
+                if end < self.part.size:
                     raise self.failure from None
 
     def check(self, resp: HttpResponse) -> None:
@@ -211,8 +239,7 @@ class _PartBody:
 
 class _HeldPart(NamedTuple):
     number: int
-    data: bytearray
-    crc: int
+    part: _Part
 
 
 async def run_held_parts(

@@ -141,6 +141,23 @@ async def test_bytes_like_chunks_of_any_kind(server: OssServer) -> None:
     assert server.read_object(BUCKET, "k") == data
 
 
+async def test_a_source_refilling_one_buffer_is_copied_in_time(server: OssServer) -> None:
+    """A source that yields views of one buffer it refills (a ``readinto`` loop): each chunk
+    must be taken before the next one overwrites it."""
+    data = os.urandom(250 * KIB + 3)
+
+    async def refilled() -> AsyncIterator[memoryview]:
+        buffer = bytearray(10_000)
+        for start in range(0, len(data), 10_000):
+            piece = data[start : start + 10_000]
+            buffer[: len(piece)] = piece
+            yield memoryview(buffer)[: len(piece)]
+
+    async with client_for(server) as client:
+        await client.bucket(BUCKET).upload_stream("k", refilled(), PART, routines=2)
+    assert server.read_object(BUCKET, "k") == data
+
+
 async def test_progress_events_with_unknown_and_known_size(server: OssServer) -> None:
     data = os.urandom(250 * KIB)
     for size in (None, len(data)):
