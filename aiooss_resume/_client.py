@@ -324,7 +324,9 @@ class Bucket:
             key: the object key (1-1023 UTF-8 bytes, not starting with ``/`` or ``\\``).
             source: an async iterable of bytes-like chunks, or an object with an
                 ``async read(n)`` (preferred when it has both: aiohttp's ``StreamReader``
-                iterates lines). None only with ``reopen``, which is then called with 0.
+                iterates lines), or a binary file-like object (``io.BytesIO``, a pipe,
+                ``sys.stdin.buffer``), whose blocking ``read(n)`` runs in the library's
+                worker threads. None only with ``reopen``, which is then called with 0.
             part_size: 100 KiB to 5 GiB (default 8 MiB, boto3's); grown to fit 10,000
                 parts when ``size`` is given. Without ``size`` it is the caller's bound on
                 the stream's length: 10,000 parts of it.

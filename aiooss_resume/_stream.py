@@ -8,9 +8,10 @@ in memory from the moment it is read until OSS acknowledged it (a retry sends it
 there), and the number of parts held is what bounds memory:
 
 1. **Validate** every argument before reading a byte or sending a request: key, part size,
-   routines, headers, ``size`` (0 to OSS's 48.8 TiB), the source (an async iterable of
-   bytes, or an object with an ``async read(n)``, which is preferred when both exist:
-   aiohttp's ``StreamReader`` iterates *lines*), ``reopen`` together with an explicit
+   routines, headers, ``size`` (0 to OSS's 48.8 TiB), the source (an object with an
+   ``async read(n)``, preferred, as aiohttp's ``StreamReader`` iterates *lines*; an async
+   iterable of bytes; or a file-like object whose blocking ``read(n)`` is then run by the
+   ``IoRunner``, as boto3's ``upload_fileobj`` takes), ``reopen`` together with an explicit
    ``checkpoint=`` path (there is no source file to put ``<file>.cp`` beside).
 2. **Cut** (``_PartReader``): the source's chunks, whatever their sizes, are cut into parts
    of ``part_size`` bytes (grown to fit 10,000 parts when ``size`` is given, as for files).
@@ -238,7 +239,7 @@ class _StreamUpload(_Resume):
             opened = self.reopen(offset)
             source = await opened if inspect.isawaitable(opened) else opened
             check_source(source)
-        iterator = chunks_of(source)
+        iterator = chunks_of(source, self.io)
         self._iterators.append(iterator)
         return _PartReader(iterator, part_size, offset, self.size)
 

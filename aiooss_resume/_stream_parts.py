@@ -19,12 +19,12 @@ from collections.abc import (
     Coroutine,
     Mapping,
 )
-from typing import Any, NamedTuple, Protocol, TypeAlias, TypeGuard
+from typing import Any, NamedTuple, Protocol, TypeAlias, TypeGuard, cast
 
 from ._checkpoint import Checkpoint, CheckpointPart
 from ._crc64 import crc64
 from ._errors import IntegrityError, StreamLengthError
-from ._fileio import CHUNK_SIZE
+from ._fileio import CHUNK_SIZE, IoRunner
 from ._http import HttpResponse
 from ._models import PartInfo
 from ._transfer import (
@@ -52,8 +52,15 @@ class _Readable(Protocol):
     def read(self, n: int, /) -> Awaitable[bytes]: ...
 
 
-StreamSource: TypeAlias = "AsyncIterable[bytes | bytearray | memoryview] | _Readable"
-"""An async iterable of bytes-like chunks, or an object with ``async read(n) -> bytes``."""
+class _BlockingReadable(Protocol):
+    def read(self, n: int, /) -> bytes: ...
+
+
+StreamSource: TypeAlias = (
+    "AsyncIterable[bytes | bytearray | memoryview] | _Readable | _BlockingReadable"
+)
+"""An async iterable of bytes-like chunks, or an object with ``async read(n) -> bytes``, or
+a binary file-like object whose blocking ``read(n)`` is then called in a worker thread."""
 Reopen: TypeAlias = Callable[[int], "StreamSource | Awaitable[StreamSource]"]
 
 
@@ -62,31 +69,37 @@ def _readable(source: object) -> TypeGuard[_Readable]:
 
 
 def check_source(source: object) -> None:
-    what = "source must be an async iterable of bytes or have an async read(n), not"
     if isinstance(source, (bytes, bytearray, memoryview, str)):
         raise TypeError(
-            f"{what} {type(source).__name__} (wrap a bytes object: an async generator yielding it)"
+            "source must be an async iterable of bytes or have a read(n) method, not "
+            f"{type(source).__name__} (wrap a bytes object in io.BytesIO)"
         )
-    if _readable(source) or isinstance(source, AsyncIterable):
-        return
-    if callable(getattr(source, "read", None)):
+    if not (callable(getattr(source, "read", None)) or isinstance(source, AsyncIterable)):
         raise TypeError(
-            f"{what} {type(source).__name__}, whose read() is not async (it would block the "
-            "event loop; for a local file, use upload_file)"
+            "source must be an async iterable of bytes or have a read(n) method, not "
+            f"{type(source).__name__}"
         )
-    raise TypeError(f"{what} {type(source).__name__}")
 
 
-def chunks_of(source: StreamSource) -> AsyncIterator[Any]:
-    """The source's chunks: ``read(CHUNK_SIZE)`` until it returns nothing, or iteration."""
+def chunks_of(source: StreamSource, io: IoRunner) -> AsyncIterator[Any]:
+    """The source's chunks, taken by (in this order of preference) an async ``read(n)``,
+    async iteration, or a blocking ``read(n)`` run by the ``IoRunner``, never on the loop."""
     if _readable(source):
         return _read_chunks(source)
-    assert isinstance(source, AsyncIterable)
-    return aiter(source)
+    if isinstance(source, AsyncIterable):
+        return aiter(source)
+    return _read_chunks_in_threads(cast(_BlockingReadable, source), io)  # read() is not async
 
 
 async def _read_chunks(source: _Readable) -> AsyncIterator[Any]:
     while chunk := await source.read(CHUNK_SIZE):
+        yield chunk
+
+
+async def _read_chunks_in_threads(source: _BlockingReadable, io: IoRunner) -> AsyncIterator[Any]:
+    # A pipe or a socket may block for as long as its writer likes: a cancelled upload stops
+    # waiting at once, and the read ends in its thread whenever the writer writes or closes.
+    while chunk := await io.run(source.read, CHUNK_SIZE, abandon_on_cancel=True):
         yield chunk
 
 

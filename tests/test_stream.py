@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -210,8 +212,8 @@ async def test_bad_arguments_fail_before_any_request(server: OssServer, tmp_path
         bucket = client.bucket(BUCKET)
         with pytest.raises(TypeError, match="async iterable"):
             await bucket.upload_stream("k", b"bytes", PART)  # type: ignore[arg-type]
-        with pytest.raises(TypeError, match="not async"), (tmp_path / "f").open("wb+") as f:
-            await bucket.upload_stream("k", f, PART)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="async iterable"):
+            await bucket.upload_stream("k", [b"a list"], PART)  # type: ignore[arg-type]
         with pytest.raises(TypeError, match="size"):
             await bucket.upload_stream("k", chunks(b"x", 1), PART, size="1")  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="size"):
@@ -224,6 +226,47 @@ async def test_bad_arguments_fail_before_any_request(server: OssServer, tmp_path
             await bucket.upload_stream("k", None, PART)
         with pytest.raises(ValueError, match="part_size"):
             await bucket.upload_stream("k", chunks(b"x", 1), 1000)
+    assert server.requests == []
+
+
+async def test_a_blocking_file_like_source_is_read_in_worker_threads(
+    server: OssServer, tmp_path: Path
+) -> None:
+    """What boto3's upload_fileobj takes: io.BytesIO, a pipe (``aws s3 cp -`` reads stdin),
+    read off the event loop."""
+    data = os.urandom(250 * KIB + 1)
+    read_fd, write_fd = os.pipe()
+
+    def feed() -> None:
+        with os.fdopen(write_fd, "wb") as pipe:
+            for start in range(0, len(data), 7000):
+                pipe.write(data[start : start + 7000])
+
+    async with client_for(server) as client:
+        bucket = client.bucket(BUCKET)
+        await bucket.upload_stream("bytesio", io.BytesIO(data), PART)
+        loop_thread = threading.get_ident()
+        readers: set[int] = set()
+
+        class Pipe(io.FileIO):
+            def read(self, n: int | None = -1, /) -> bytes:
+                readers.add(threading.get_ident())
+                return super().read(n) or b""
+
+        writer = asyncio.create_task(asyncio.to_thread(feed))
+        with Pipe(read_fd, "rb") as pipe:
+            await bucket.upload_stream("pipe", pipe, PART, routines=2)
+        await writer
+    assert server.read_object(BUCKET, "bytesio") == data
+    assert server.read_object(BUCKET, "pipe") == data
+    assert readers and loop_thread not in readers
+
+
+async def test_a_text_file_is_a_type_error(server: OssServer, tmp_path: Path) -> None:
+    (tmp_path / "t.txt").write_text("text, not bytes")
+    async with client_for(server) as client:
+        with (tmp_path / "t.txt").open() as text, pytest.raises(TypeError, match="str, not bytes"):
+            await client.bucket(BUCKET).upload_stream("k", text, PART)  # type: ignore[arg-type]
     assert server.requests == []
 
 
