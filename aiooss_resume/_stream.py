@@ -22,10 +22,11 @@ there), and the number of parts held is what bounds memory:
    block as it is cut (~20 µs each, on the loop).
 3. **One request or many**: a stream that ends within its first part (empty included) goes
    up with one PutObject; anything longer by multipart upload.
-4. **Backpressure** (``_run_parts``): the next part is read only once the previous one was
-   handed to a part task, and a part task is started only when one of the ``routines``
-   slots is free: the reader waits for OSS, so at most ``routines`` parts in flight plus
-   the one being filled are held, ``routines + 1`` parts, whatever the chunk sizes.
+4. **Backpressure** (``_stream_parts.run_held_parts``): the next part is read only once
+   the previous one was handed to a part task, and a part task is started only when one of
+   the ``routines`` slots is free: the reader waits for OSS, so at most ``routines``
+   parts in flight plus the one being filled are held, ``routines + 1`` parts, whatever
+   the chunk sizes.
    (``_transfer.run_parts`` takes a plan that is known in advance; this one is an async
    iterator and drops its reference to a part as soon as the part's task holds it.)
 5. **Checks**: every part's CRC-64 against ``x-oss-hash-crc64ecma`` (retried like a
@@ -332,7 +333,7 @@ class _StreamUpload(_Resume):
             plan = plan_parts(total, part_size)
             if len(plan) < max(done, default=0):
                 raise _stream_changed(
-                    self.cp_path, f"it ended after {total} bytes, before part {len(plan)}"
+                    self.cp_path, f"it ended after {total} bytes, before part {max(done)}"
                 )
             if self.writer is not None:
                 await self.writer.stop()  # from here on, only this task touches the checkpoint

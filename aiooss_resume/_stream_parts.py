@@ -1,10 +1,10 @@
 """The parts of a stream upload: reading the source, cutting it, sending parts as they come.
 
 ``_stream`` drives an upload from these pieces (see its theory of operation):
-``_PartReader`` cuts whatever chunks the source yields into parts and checks their type and
-the stream's length, ``_PartBody`` is a held part's request body, ``_run_parts`` runs part
-tasks as parts are read (the reader is the backpressure), and ``_resume_offset`` /
-``_kept_parts`` decide what a resumed upload keeps and where the stream is reopened.
+``_PartReader`` cuts whatever chunks the source yields into parts and checks their type
+and the stream's length, ``_PartBody`` is a held part's request body, ``run_held_parts``
+runs part tasks as parts are read (the reader is the backpressure), and ``resume_offset`` /
+``kept_parts`` decide what a resumed upload keeps and where the stream is reopened.
 """
 
 from __future__ import annotations
