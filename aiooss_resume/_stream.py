@@ -87,11 +87,13 @@ from ._stream_parts import (
     chunks_of,
     kept_parts,
     no_chunks,
+    recorded_object,
     resume_offset,
     run_held_parts,
 )
 from ._transfer import (
     _CheckpointWriter,
+    _head_matches,
     _Progress,
     check_routines,
     clean_up_after_cancel,
@@ -199,6 +201,7 @@ class _StreamUpload(_Resume):
     reopen: Reopen | None
     size: int | None
     part_count = -1  # unknown until the stream ends, unless size= was given
+    finished: UploadResult | None = None  # by an earlier run, killed after Complete
     _iterators: list[AsyncIterator[Any]]
 
     async def run(self) -> UploadResult:
@@ -213,6 +216,8 @@ class _StreamUpload(_Resume):
                 part_size = effective_part_size(self.size, part_size)
                 self.part_count = -(-self.size // part_size)
             checkpoint, done = await self._resume_state(part_size)
+            if self.finished is not None:
+                return self.finished
             if checkpoint is not None:
                 offset, at_end = resume_offset(done, part_size, self.size)
                 reader = await self._open(offset, part_size, at_end=at_end)
@@ -255,8 +260,10 @@ class _StreamUpload(_Resume):
                 self.bucket, self.key, checkpoint.upload_id, self.headers.other
             )
         except NoSuchUploadError:
+            self.finished = await _finished_earlier(self, checkpoint, part_size)
             why = "no longer exists; starting a new one"
-            logger.warning("upload %s of checkpoint %s %s", checkpoint.upload_id, self.cp_path, why)
+            if self.finished is None:
+                logger.warning("upload %s of %s %s", checkpoint.upload_id, self.cp_path, why)
             return None, {}
         self.upload_id, self.on_disk = checkpoint.upload_id, True
         done = kept_parts(checkpoint, listed)
@@ -433,3 +440,40 @@ class _StreamUpload(_Resume):
                 "the upload can be resumed: call upload_stream again with the same "
                 f"checkpoint and reopen (checkpoint {self.writer.path})"
             )
+
+
+async def _finished_earlier(
+    job: _StreamUpload, checkpoint: Checkpoint, part_size: int
+) -> UploadResult | None:
+    """The upload of a run killed after Complete, whose checkpoint was flushed with every
+    part before Complete: OSS holds exactly those parts' bytes (HEAD: size and CRC-64).
+
+    Only when the checkpoint records the whole stream (``recorded_object``): a stream's
+    bytes cannot be read again just to compare them, as a file's are.
+    """
+    whole = recorded_object(checkpoint.parts, part_size, job.size)
+    if whole is None:
+        return None
+    size, crc = whole
+    head = await job.client._head(job.bucket, job.key, job.headers.other)
+    if head is None or not _head_matches(head, size, crc):
+        return None
+    assert job.cp_path is not None
+    await job.io.run(remove_quietly, job.cp_path)
+    job.upload_id, job.progress.total = checkpoint.upload_id, size
+    for part in checkpoint.parts:
+        job.progress.resume(part.number, part.size)
+    count = len(checkpoint.parts)
+    await job.progress.emit(
+        UploadStarted(
+            key=job.key, total_bytes=size, part_count=count, part_size=part_size,
+            upload_id=job.upload_id, resumed=True, resumed_bytes=size, resumed_parts=count,
+        )
+    )  # fmt: skip
+    result = UploadResult(
+        bucket=job.bucket, key=job.key, etag=head.header("etag"), crc64=crc, size=size,
+        upload_id=job.upload_id, part_size=part_size, parts_uploaded=0, parts_resumed=count,
+        bytes_resumed=size, request_id=head.header("x-oss-request-id"),
+    )  # fmt: skip
+    await job._emit_completed(result)
+    return result

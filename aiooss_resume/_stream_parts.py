@@ -22,7 +22,7 @@ from collections.abc import (
 from typing import Any, NamedTuple, Protocol, TypeAlias, TypeGuard, cast
 
 from ._checkpoint import Checkpoint, CheckpointPart
-from ._crc64 import crc64
+from ._crc64 import crc64, crc64_fold
 from ._errors import IntegrityError, StreamLengthError
 from ._fileio import CHUNK_SIZE, IoRunner
 from ._http import HttpResponse
@@ -43,6 +43,7 @@ __all__ = [
     "chunks_of",
     "kept_parts",
     "no_chunks",
+    "recorded_object",
     "resume_offset",
     "run_held_parts",
 ]
@@ -286,6 +287,24 @@ async def run_held_parts(
         if task.cancelling() > cancelling:
             raise _cancellation_of(group_error) from None
         raise _first_error(group_error) from None
+
+
+def recorded_object(
+    parts: list[CheckpointPart], part_size: int, size: int | None
+) -> tuple[int, int] | None:
+    """``(size, CRC-64)`` of the whole stream if ``parts`` record all of it, else None.
+
+    All of it: parts 1 to n, every one but the last a whole part, and the end known:
+    ``size`` equals their sum, or, the size unknown, the last part is short (a stream whose
+    last recorded part is whole may have gone on)."""
+    if not parts or [p.number for p in parts] != list(range(1, len(parts) + 1)):
+        return None
+    if any(p.size != part_size for p in parts[:-1]):
+        return None
+    total = sum(p.size for p in parts)
+    if (total != size) if size is not None else parts[-1].size >= part_size:
+        return None
+    return total, crc64_fold((p.crc64, p.size) for p in parts)
 
 
 def resume_offset(

@@ -18,6 +18,7 @@ from yarl import URL
 
 import aiooss_resume as oss
 from aiooss_resume._checkpoint import decode_checkpoint
+from aiooss_resume._crc64 import crc64
 from aiooss_resume._signing import request_path, sign_request
 from aiooss_resume.testing import Fault, OssServer
 
@@ -733,3 +734,48 @@ async def test_a_checkpoint_of_another_target_is_refused_and_kept(
             )
     assert cp.read_bytes() == before
     assert len(server.list_uploads(BUCKET)) == 1
+
+
+@pytest.mark.parametrize(
+    ("length", "size_given", "recognised"),
+    [
+        (3 * PART, True, True),
+        (3 * PART + 5, False, True),  # the short last part says where the stream ended
+        (3 * PART, False, False),  # it may have gone on: uploaded again, from reopen(0)
+    ],
+)
+async def test_a_run_killed_after_complete_is_recognised(
+    server: OssServer, tmp_path: Path, length: int, size_given: bool, recognised: bool
+) -> None:
+    """Complete took effect but its answer was lost (and not retried): the checkpoint,
+    flushed with every part before Complete, is kept; the next call finds the upload gone
+    and the object holding exactly those parts (HEAD: size and CRC-64)."""
+    data = os.urandom(length)
+    cp = tmp_path / "stream.cp"
+    size = length if size_given else None
+    server.faults.add(Fault(operation="CompleteMultipartUpload", drop_response=True))
+    async with client_for(server, retry=oss.RetryPolicy(max_attempts=1)) as client:
+        bucket = client.bucket(BUCKET)
+        with pytest.raises(oss.TransportError):
+            await bucket.upload_stream(
+                "k", chunks(data, PART), PART, size=size, checkpoint=cp,
+                reopen=reopener(data, PART, []),
+            )  # fmt: skip
+        assert server.read_object(BUCKET, "k") == data  # Complete did take effect
+        server.requests.clear()
+        calls: list[int] = []
+        events: list[oss.ProgressEvent] = []
+        result = await bucket.upload_stream(
+            "k", None, PART, size=size, checkpoint=cp, reopen=reopener(data, PART, calls),
+            on_progress=events.append,
+        )  # fmt: skip
+    assert result.size == length and result.crc64 == crc64(data)
+    assert server.read_object(BUCKET, "k") == data
+    assert not cp.exists()
+    if recognised:
+        assert calls == [] and parts_sent(server) == []
+        assert result.parts_uploaded == 0 and result.parts_resumed == 3 + (length % PART > 0)
+        assert isinstance(events[0], oss.UploadStarted) and events[0].resumed
+        assert isinstance(events[-1], oss.UploadCompleted)
+    else:
+        assert calls == [0] and parts_sent(server) == [1, 2, 3]
