@@ -43,7 +43,9 @@ there), and the number of parts held is what bounds memory:
    OSS lists with the recorded size and CRC-64 (ETag when OSS reports no CRC), and calls
    ``reopen(offset)`` at the first part not kept. Kept parts met further on are read from
    the reopened stream and their CRC-64 compared with the checkpoint's (a difference is a
-   ``FileChangedError``), not sent again. A vanished upload id means a fresh upload.
+   ``FileChangedError``), not sent again. A vanished upload id means a fresh upload,
+   unless it was a run killed after Complete (``_finished_earlier``: the checkpoint records
+   the whole stream and its end, and HEAD shows that size and CRC-64).
 """
 
 from __future__ import annotations
