@@ -29,6 +29,7 @@ from ._errors import (
     OssError,
     ProtocolError,
     ServiceError,
+    StreamLengthError,
     TransportError,
 )
 from ._events import (
@@ -73,6 +74,7 @@ __all__ = [
     "RetryPolicy",
     "ServiceError",
     "StaticCredentialsProvider",
+    "StreamLengthError",
     "Transport",
     "TransportError",
     "UploadCompleted",

@@ -38,6 +38,8 @@ from ._planner import DEFAULT_PART_SIZE
 from ._retry import ClockSkew, RetryPolicy
 from ._session import RetryHook, Session, validate_bucket_name, validate_key
 from ._signing import SignatureVersion, is_ip_endpoint_host
+from ._stream import DEFAULT_STREAM_PART_SIZE, StreamSource, upload_stream
+from ._stream_parts import Reopen
 from ._uploader import UploadResult, upload_file
 
 if TYPE_CHECKING:
@@ -306,3 +308,78 @@ class Bucket:
     async def list_uploads(self, prefix: str = "") -> list[UploadSummary]:
         """Every unfinished multipart upload in the bucket whose key starts with ``prefix``."""
         return await self.client._list_uploads(self.name, prefix)
+
+    async def upload_stream(
+        self,
+        key: str,
+        source: StreamSource | None,
+        part_size: int = DEFAULT_STREAM_PART_SIZE,
+        *,
+        routines: int = 1,
+        size: int | None = None,
+        checkpoint: str | PathLike[str] | None = None,
+        reopen: Reopen | None = None,
+        headers: Mapping[str, str] | None = None,
+        on_progress: ProgressHook | None = None,
+    ) -> UploadResult:
+        """Upload what an async stream yields to ``key``, in parts of ``part_size`` bytes.
+
+        For a body the caller does not hold as a file: a web request's (``request.stream()``),
+        a download being relayed, a generator producing an archive. Memory is bounded: at
+        most ``routines + 1`` parts are held, whatever the sizes of the chunks the stream
+        yields, and the stream is read only as fast as OSS takes the parts. A stream that
+        ends within its first part goes up with one PutObject, a longer one by multipart
+        upload; every part's CRC-64 is checked, and the whole object's after Complete.
+
+        Args:
+            key: the object key (1-1023 UTF-8 bytes, not starting with ``/`` or ``\\``).
+            source: an async iterable of bytes-like chunks, or an object with an
+                ``async read(n)`` (preferred when it has both: aiohttp's ``StreamReader``
+                iterates lines), or a binary file-like object (``io.BytesIO``, a pipe,
+                ``sys.stdin.buffer``), whose blocking ``read(n)`` runs in the library's
+                worker threads. None only with ``reopen``, which is then called with 0.
+            part_size: 100 KiB to 5 GiB (default 8 MiB, boto3's); grown to fit 10,000
+                parts when ``size`` is given. Without ``size`` it is the caller's bound on
+                the stream's length: 10,000 parts of it.
+            routines: parts uploaded concurrently, 1 to 1000 (default 1).
+            size: the stream's exact length, if known: the part size grows to fit, and a
+                stream yielding more or fewer bytes fails with ``StreamLengthError``.
+            checkpoint: where to keep the checkpoint of a resumable upload (a path; given
+                together with ``reopen``).
+            reopen: ``reopen(offset)`` returns the same stream from byte ``offset`` (an
+                async iterable or reader, or an awaitable of one). With it, an interrupted
+                upload keeps its acknowledged parts in ``checkpoint`` and a later call
+                resumes from the first part missing; without it, an interrupted upload is
+                aborted on OSS (its bytes cannot be read again), leaving no parts behind.
+            headers: object metadata and options, as for ``upload_file``.
+            on_progress: a sync or async callable receiving ``ProgressEvent`` objects;
+                ``total_bytes`` and ``part_count`` are -1 until the end while the stream's
+                length is unknown.
+
+        Returns:
+            An ``UploadResult`` describing the stored object.
+
+        Raises:
+            ValueError, TypeError: bad arguments, before the stream is read; a chunk that
+                is not bytes-like is a ``TypeError`` when it is read (the upload aborted).
+            StreamLengthError: the stream's length differs from ``size``, or it outgrew
+                10,000 parts: the upload was aborted and nothing stored.
+            ServiceError, TransportError, IntegrityError, CheckpointError: as for
+                ``upload_file``.
+            FileChangedError: a reopened stream's bytes differ from the checkpoint's.
+            Exception: any exception the stream raises, as it is (the upload aborted, or
+                kept for a resume with ``reopen``).
+        """
+        return await upload_stream(
+            self.client,
+            self.name,
+            key,
+            source,
+            part_size,
+            routines=routines,
+            size=size,
+            checkpoint=checkpoint,
+            reopen=reopen,
+            headers=headers,
+            on_progress=on_progress,
+        )

@@ -12,6 +12,7 @@ Failures of the world raise this tree::
       CheckpointError       a checkpoint cannot be read, written or locked
       FileChangedError      the source file changed while it was being uploaded
       CredentialsError      no credentials could be found, or a provider failed
+      StreamLengthError     a stream upload's source yielded more or fewer bytes than it may
 
 A subclass exists only where code branches on it; everything else is an attribute.
 No secret ever appears in a message or a repr: OSS quotes the request's string to sign in a
@@ -34,6 +35,7 @@ __all__ = [
     "OssError",
     "ProtocolError",
     "ServiceError",
+    "StreamLengthError",
     "TransportError",
 ]
 
@@ -235,3 +237,36 @@ class FileChangedError(OssError):
 @final
 class CredentialsError(OssError):
     """No usable credentials: none given, none in the environment, or a provider failed."""
+
+
+@final
+class StreamLengthError(OssError):
+    """A stream upload's source yielded a length the upload cannot store as asked.
+
+    Either ``size=`` was given and the stream yielded fewer or more bytes, or the size was
+    not given and the stream outgrew 10,000 parts of ``part_size`` bytes. Nothing is stored
+    under the key: the multipart upload is aborted (and its checkpoint removed).
+
+    Attributes:
+        expected: the ``size=`` given, or None when the size was not given.
+        actual: the bytes the stream had yielded when the error was found (a lower bound
+            when it yielded too many: reading stops at the first byte too many).
+    """
+
+    def __init__(self, message: str, *, expected: int | None, actual: int) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.actual = actual
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (
+            _rebuild_stream_length_error,
+            (str(self), self.expected, self.actual),
+            dict(self.__dict__),
+        )
+
+
+def _rebuild_stream_length_error(
+    message: str, expected: int | None, actual: int
+) -> StreamLengthError:
+    return StreamLengthError(message, expected=expected, actual=actual)

@@ -12,6 +12,7 @@ BENCHMARKS = {
     "checkpoint": ("bench_checkpoint", "checkpoint overhead at 10,000 parts"),
     "memory": ("bench_memory", "peak RSS growth, 1 GiB in 256 MiB parts"),
     "read": ("bench_read", "reading parts off the loop: pread on our limiter vs aiofiles"),
+    "stream": ("bench_stream", "upload_stream: RSS growth and speed, 64 MiB parts x 4"),
     "plot": ("plot", "plot results/upload-*.json to docs/img/throughput.png"),
 }
 

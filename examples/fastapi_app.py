@@ -21,6 +21,10 @@ The recommended shape for an async web service:
   one watching browser would hold the shutdown until the upload finished (or until the
   orchestrator's SIGKILL, which skips the flush). The app notices uvicorn's exit request
   (``Server.should_exit``, set by its SIGINT/SIGTERM handler) and ends the streams at once.
+* **PUT /relay/{key}** is the other shape: the request body is relayed to OSS as it arrives
+  (``Bucket.upload_stream`` over ``request.stream()``), with no temporary file and memory
+  bounded by ``routines + 1`` parts; the answer comes once the object is stored. Nothing
+  is spooled, so nothing survives a restart: an interrupted relay is aborted on OSS.
 * **Startup** resumes every unfinished job found in the data directory: its spooled file and
   its checkpoint (``checkpoint_dir=``) are still there, so only the missing parts are sent.
 
@@ -43,6 +47,7 @@ Run it::
     curl -F file=@big.iso 'http://127.0.0.1:8000/uploads?key=isos/big.iso'
     curl http://127.0.0.1:8000/uploads/<id>
     curl -X DELETE http://127.0.0.1:8000/uploads/<id>
+    curl -T big.iso http://127.0.0.1:8000/relay/isos/big.iso   # relayed, no temporary file
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ from typing import IO, Any, Literal
 import msgspec
 from fastapi import FastAPI, HTTPException, Request, UploadFile
 from fastapi.responses import StreamingResponse
+from starlette.requests import ClientDisconnect
 
 import aiooss_resume as oss
 
@@ -380,6 +386,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 job.subscribers.discard(queue)
 
         return StreamingResponse(stream(), media_type="text/event-stream")
+
+    @app.put("/relay/{key:path}")
+    async def relay(request: Request, key: str) -> dict[str, Any]:
+        """Relay the request body straight to OSS as it arrives: no temporary file, memory
+        bounded by ``routines + 1`` parts. Answers when the object is stored; on failure,
+        nothing is left on OSS (the stream cannot be read again, so the upload is aborted).
+        """
+        uploads = uploads_of(request)
+        length = request.headers.get("content-length")
+        content_type = request.headers.get("content-type")
+        try:
+            result = await uploads.client.bucket(uploads.settings.bucket).upload_stream(
+                key,
+                request.stream(),
+                uploads.settings.part_size,
+                routines=uploads.settings.routines,
+                size=int(length) if length is not None else None,
+                headers={"Content-Type": content_type} if content_type else None,
+            )
+        except ClientDisconnect:
+            return {"key": key, "state": "client disconnected"}  # nobody reads this answer
+        except (ValueError, oss.StreamLengthError) as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from None
+        except oss.OssError as exc:
+            raise HTTPException(status_code=502, detail=str(exc)) from None
+        return {"key": key, "size": result.size, "etag": result.etag, "crc64": result.crc64}
 
     return app
 

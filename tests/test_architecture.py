@@ -122,6 +122,8 @@ LAYERS: dict[str, int] = {
     # the two directions
     "_upload_resume": 6,
     "_uploader": 7,
+    "_stream_parts": 6,  # reading a stream into parts (Bucket.upload_stream)
+    "_stream": 7,  # the stream upload, on the upload engine's resume phases
     "_downloader": 6,
     # facade and tools
     "_client": 8,

@@ -45,3 +45,30 @@ def test_upload_benchmark_tls_smoke(tmp_path: Path, server: str) -> None:
         assert cell["runs"][0]["seconds"] > 0
     assert "over TLS" in proc.stdout
     assert not list((ROOT / "benchmarks" / "results").glob("upload-4MiB*"))
+
+
+@pytest.mark.timeout(240)
+def test_stream_benchmark_smoke(tmp_path: Path) -> None:
+    """``python -m benchmarks stream`` at a tiny size: it runs every mode and writes its JSON
+    (RSS figures and the load average included); no speed or memory figure is asserted."""
+    command = [sys.executable, "-m", "benchmarks", "stream", "--size", "4MiB"]
+    command += ["--part-size", "1MiB", "--routines", "2", "--repeat", "1"]
+    command += ["--results-dir", str(tmp_path)]
+    proc = subprocess.run(
+        command,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=200,
+        check=False,
+        env={**os.environ, "BENCH_TMPDIR": str(tmp_path)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads((tmp_path / "stream-4MiB-1MiBx2.json").read_text())
+    assert [cell["mode"] for cell in doc["cells"]] == ["stream-64KiB", "stream-16MiB", "file"]
+    assert doc["bound_mib"] == (2 + 2) * 1 + 32
+    assert len(doc["loadavg_start"]) == 3
+    for cell in doc["cells"]:
+        (run,) = cell["runs"]
+        assert run["seconds"] > 0 and run["rss_peak"] > 0 and len(run["loadavg_before"]) == 3
+    assert not list((ROOT / "benchmarks" / "results").glob("stream-4MiB*"))

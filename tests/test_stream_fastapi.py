@@ -1,0 +1,186 @@
+"""examples/fastapi_app.py's PUT /relay/{key}: a request body relayed to OSS as it arrives,
+through a real uvicorn server on 127.0.0.1, uploading to the emulator."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from aiooss_resume._crc64 import crc64
+from aiooss_resume.testing import Fault, OssServer, ThreadedOssServer
+
+from .test_fastapi_app import EXAMPLE, RunningApp, load_example
+
+MiB = 1024 * 1024
+KiB = 1024
+
+
+@pytest.fixture
+async def oss_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[OssServer]:
+    async with OssServer(root=tmp_path / "oss") as server:
+        creds = server.credentials
+        monkeypatch.setenv("OSS_ACCESS_KEY_ID", creds.access_key_id)
+        monkeypatch.setenv("OSS_ACCESS_KEY_SECRET", creds.access_key_secret)
+        monkeypatch.setenv("OSS_REGION", server.region)
+        yield server
+
+
+def settings_for(server: OssServer, tmp_path: Path) -> object:
+    module = load_example()
+    return module.Settings(
+        endpoint=server.endpoint,
+        bucket="bkt",
+        data_dir=tmp_path / "data",
+        part_size=100 * KiB,
+        routines=2,
+    )
+
+
+def http_client(running: RunningApp) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=running.url, timeout=30)
+
+
+@pytest.mark.anyio
+async def test_relay_stores_the_body_with_or_without_its_length(
+    oss_server: OssServer, tmp_path: Path
+) -> None:
+    module = load_example()
+    data = os.urandom(450 * KiB + 11)
+
+    async def body() -> AsyncIterator[bytes]:
+        for start in range(0, len(data), 64 * KiB):
+            yield data[start : start + 64 * KiB]
+
+    app = module.create_app(settings_for(oss_server, tmp_path))
+    async with RunningApp(app) as running, http_client(running) as http:
+        sized = await http.put("/relay/a/sized.bin", content=data)
+        chunked = await http.put("/relay/a/chunked.bin", content=body())
+        empty = await http.put("/relay/a/empty.bin", content=b"")
+    assert sized.status_code == chunked.status_code == empty.status_code == 200
+    for name, answer in (("sized", sized), ("chunked", chunked)):
+        assert oss_server.read_object("bkt", f"a/{name}.bin") == data
+        assert answer.json()["crc64"] == crc64(data) and answer.json()["size"] == len(data)
+    assert oss_server.read_object("bkt", "a/empty.bin") == b""
+    assert not (tmp_path / "data" / "jobs").exists() or not any(
+        (tmp_path / "data" / "jobs").iterdir()
+    )  # nothing spooled
+
+
+@pytest.mark.anyio
+async def test_a_failed_relay_is_a_502_and_leaves_no_upload(
+    oss_server: OssServer, tmp_path: Path
+) -> None:
+    module = load_example()
+    oss_server.faults.add(Fault(operation="UploadPart", part_number=2, status=403, times=None))
+    app = module.create_app(settings_for(oss_server, tmp_path))
+    async with RunningApp(app) as running, http_client(running) as http:
+        answer = await http.put("/relay/k", content=os.urandom(350 * KiB))
+    assert answer.status_code == 502
+    assert "403" in answer.json()["detail"]
+    assert oss_server.list_uploads("bkt") == []
+
+
+def _body(total: int, chunk: int) -> Iterator[bytes]:
+    seed = os.urandom(chunk)
+    for n in range(total // chunk):
+        yield n.to_bytes(8, "big") + seed[8:]  # every chunk differs
+
+
+def _peak_rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM in /proc/<pid>/status")
+
+
+@pytest.mark.timeout(240)
+def test_relay_of_256_mib_through_uvicorn_keeps_the_server_rss_bounded(tmp_path: Path) -> None:
+    """The uvicorn command in its own process relays a 256 MiB chunked body (size unknown)
+    in 8 MiB parts, 4 routines; its RSS growth stays under (routines + 2) x part + 32 MiB,
+    far below the body's size, and the object's CRC-64 is the body's."""
+    total, part_size, routines = 256 * MiB, 8 * MiB, 4
+    bound = (routines + 2) * part_size + 32 * MiB
+    with ThreadedOssServer(root=tmp_path / "oss", store="discard") as oss_server:
+        creds = oss_server.credentials
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OSS_", "ALIBABA_"))}
+        env |= {
+            "OSS_ENDPOINT": oss_server.endpoint,
+            "OSS_REGION": oss_server.region,
+            "OSS_ACCESS_KEY_ID": creds.access_key_id,
+            "OSS_ACCESS_KEY_SECRET": creds.access_key_secret,
+            "UPLOAD_BUCKET": "bkt",
+            "UPLOAD_DATA_DIR": str(tmp_path / "data"),
+            "UPLOAD_PART_SIZE": str(part_size),
+            "UPLOAD_ROUTINES": str(routines),
+        }
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        command = [sys.executable, "-m", "uvicorn", "examples.fastapi_app:app"]
+        proc = subprocess.Popen(
+            [*command, "--fd", str(sock.fileno()), "--log-level", "warning"],
+            cwd=EXAMPLE.parent.parent,
+            env=env,
+            pass_fds=(sock.fileno(),),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        sock.close()
+        try:
+            with httpx.Client(base_url=url, timeout=120) as http:
+                for _ in range(300):
+                    with contextlib.suppress(httpx.TransportError):
+                        http.get("/docs")
+                        break
+                    assert proc.poll() is None, proc.communicate()[0]
+                    time.sleep(0.05)
+                # A warm-up relay, so that what the first request imports or caches is
+                # in the baseline, then the peak is reset (Linux: clear_refs 5).
+                assert http.put("/relay/warm", content=os.urandom(KiB)).status_code == 200
+                before = psutil.Process(proc.pid).memory_info().rss
+                Path(f"/proc/{proc.pid}/clear_refs").write_text("5")
+                crc = 0
+                sent = 0
+
+                def body() -> Iterator[bytes]:
+                    nonlocal crc, sent
+                    for chunk in _body(total, MiB):
+                        crc = crc64(chunk, crc)
+                        sent += len(chunk)
+                        yield chunk
+
+                answer = http.put("/relay/big.bin", content=body())
+                peak = _peak_rss(proc.pid)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            output = proc.communicate()[0]
+        assert answer.status_code == 200, (answer.text, output)
+        assert sent == total
+        assert answer.json() == {
+            "key": "big.bin",
+            "size": total,
+            "etag": answer.json()["etag"],
+            "crc64": crc,
+        }
+        uploads = [r for r in oss_server.requests if r.operation == "UploadPart"]
+        assert len(uploads) == total // part_size
+    growth = peak - before
+    print(f"relay of {total // MiB} MiB: server RSS {before / MiB:.1f} MiB, peak growth "
+          f"{growth / MiB:.1f} MiB (bound {bound / MiB:.0f} MiB)")  # fmt: skip
+    assert growth < bound, f"RSS grew by {growth / MiB:.1f} MiB"
