@@ -121,7 +121,8 @@ LAYERS: dict[str, int] = {
     # the two directions
     "_upload_resume": 6,
     "_uploader": 7,
-    "_downloader": 6,
+    "_download_range": 6,  # one range of a download, and the repair of a bad file
+    "_downloader": 7,
     # facade and tools
     "_client": 8,
     "__init__": 9,
