@@ -63,6 +63,7 @@ from ._transfer import (
     _fold_crcs,
     _Progress,
     _response_crc,
+    _shielded,
     check_routines,
     clean_up_after_cancel,
     release_lock,
@@ -271,7 +272,8 @@ class _Download:
                 )
             )
         except BaseException:
-            await asyncio.shield(self.io.run(_discard, fd, self.tmp if self.discard else None))
+            # To the end even if cancelled again (anyio re-delivers): no task outlives us.
+            await _shielded(self.io.run(_discard, fd, self.tmp if self.discard else None))
             raise
         await self.io.run(finish_destination, fd, self.tmp, self.dest, size)
         if self.cp_path is not None:
