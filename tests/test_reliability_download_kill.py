@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import random
 import signal
@@ -75,6 +76,7 @@ class Stats:
     by_mode: dict[str, int] = field(default_factory=dict)
     refetched: int = 0  # ranges fetched again after a kill (written, not yet recorded)
     cp_tmp_left: int = 0
+    locks_left: int = 0  # a kill between the checkpoint's and the lock's removal
 
 
 def _dispatcher(killer: Killer):  # type: ignore[no-untyped-def]
@@ -225,7 +227,16 @@ async def _iteration(server: OssServer, killer: Killer, tmp: Path, seed: int, st
         stats.by_mode[mode] = stats.by_mode.get(mode, 0) + 1
         _assert_state_after_kill(dest, data, key, stats)
         if dest.exists() and not Path(f"{dest}.dcp").exists():
-            last_killed = False  # killed after the rename and the checkpoint's removal
+            # Killed after the rename and the checkpoint's removal: nothing to resume. The
+            # kill may also have beaten the lock file's removal: a leftover must not be
+            # held (flock dies with its process), and is harmless.
+            last_killed = False
+            lock = Path(f"{dest}.dcp.lock")
+            if lock.exists():
+                with lock.open("rb+") as f:
+                    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if held
+                lock.unlink()
+                stats.locks_left += 1
             break
     if last_killed:
         if rng.random() < 0.25:  # resume in another process
