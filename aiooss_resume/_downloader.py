@@ -283,7 +283,7 @@ class _Download:
             key=self.key,
             file_path=self.dest,
             etag=ident.etag,
-            crc64=ident.crc64,
+            crc64=crc if ident.crc64 is not None else None,
             size=size,
             part_size=self.part_size,
             parts_downloaded=len(plan) - len(resumed),

@@ -123,6 +123,25 @@ async def test_a_wrong_crc_header_on_the_head_is_caught_by_a_second_head(
     assert [f.operation for f in server.faults.fired if "wrong_crc" in f.fault] == ["HeadObject"]
 
 
+async def test_a_wrong_head_crc_and_a_corrupted_range_together_are_repaired(
+    server: OssServer, tmp_path: Path
+) -> None:
+    """The first HEAD's CRC is wrong *and* a range is corrupted: the second HEAD's CRC does
+    not match the bytes yet, the repair fixes the range, and the bytes then match the second
+    HEAD's CRC (found by the 5% chaos soak: it used to end in IntegrityError)."""
+    data = os.urandom(SIZE)
+    dest = tmp_path / "out.bin"
+    async with client_for(server) as client:
+        await put(client, tmp_path, data)
+        gets = count_gets(server)
+        server.faults.add(Fault(operation="HeadObject", wrong_crc=True))
+        server.faults.add(Fault(operation="GetObject", range_start=2 * PART, corrupt_body=True))
+        result = await client.bucket(BUCKET).download_file("obj", dest, PART, checkpoint=True)
+    assert dest.read_bytes() == data
+    assert gets[2 * PART] == 2
+    assert result.crc64 == server.object_info(BUCKET, "obj").crc64  # type: ignore[union-attr]
+
+
 async def test_a_body_longer_than_the_range_is_refused_and_retried(
     server: OssServer, tmp_path: Path
 ) -> None:
