@@ -192,6 +192,11 @@ def _assert_state_after_kill(dest: Path, data: bytes, key: str, stats: Stats) ->
     for part in cp.parts:
         start = (part.number - 1) * cp.part_size
         chunk = tmp[start : start + part.size]
+        if len(chunk) < part.size and dest.exists():
+            # The checkpoint of a run killed between its rename and the checkpoint's
+            # deletion, and a new run killed before its first checkpoint write: its temp
+            # file is new (empty), and a resume ignores ranges beyond the temp file's end.
+            continue
         assert len(chunk) == part.size, f"range {part.number} recorded beyond the temp file"
         assert crc64(chunk) == part.crc64, f"range {part.number}: recorded CRC over other bytes"
         assert chunk == data[start : start + part.size], f"range {part.number} bytes differ"
