@@ -192,7 +192,7 @@ def _assert_state_after_kill(dest: Path, data: bytes, key: str, stats: Stats) ->
     for part in cp.parts:
         start = (part.number - 1) * cp.part_size
         chunk = tmp[start : start + part.size]
-        if len(chunk) < part.size and dest.exists():
+        if not tmp and dest.exists():
             # The checkpoint of a run killed between its rename and the checkpoint's
             # deletion, and a new run killed before its first checkpoint write: its temp
             # file is new (empty), and a resume ignores ranges beyond the temp file's end.
