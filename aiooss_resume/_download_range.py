@@ -25,9 +25,13 @@ object's:
    is first removed from the checkpoint (``forget``, flushed before the first byte is
    overwritten, so a crash mid-rewrite never leaves a recorded CRC over mixed bytes), then
    recorded again with its new CRC-64 (``record``).
-3. If the combined CRC-64 now matches, done. If every range is confirmed and it still does
-   not, OSS consistently serves bytes that do not match its own CRC: ``IntegrityError``.
-   Otherwise another round, at most ``MAX_REPAIR_ROUNDS``; then ``IntegrityError`` too.
+3. If the combined CRC-64 now matches, done. Otherwise the ranges not confirmed are fetched
+   again (another round). If a round rewrites nothing (every range confirmed) and the CRC
+   still differs, a corruption may have repeated itself identically on a range's two reads
+   (a deterministic fault: a proxy flipping the same byte): every range is read once more.
+   If that pass rewrites nothing either, OSS consistently serves bytes that do not match its
+   own CRC-64: ``IntegrityError``. At most ``MAX_REPAIR_ROUNDS`` rounds, then
+   ``IntegrityError`` too.
 
 A transient corruption (one bad body) is thus repaired by fetching each range once more and
 rewriting only the bad one; the file is renamed into place only once its CRC-64 matches.
@@ -49,8 +53,8 @@ from ._transfer import _fold_crcs, _response_crc, _same_etag, run_parts
 
 __all__ = ["MAX_REPAIR_ROUNDS", "fetch_range", "repair"]
 
-MAX_REPAIR_ROUNDS = 3
-"""Rounds of re-fetching the unconfirmed ranges before a CRC-64 mismatch is an error."""
+MAX_REPAIR_ROUNDS = 4
+"""Rounds of re-fetching ranges before a CRC-64 mismatch is an error (see ``repair``)."""
 
 
 class _Attempt:
@@ -195,7 +199,9 @@ async def repair(
     if crc in reported:
         return crc  # the first HEAD's CRC header was wrong; the bytes agree with this one
     confirmed: set[int] = set()
-    for _ in range(MAX_REPAIR_ROUNDS):
+    second_look = False
+    rounds = 0
+    for rounds in range(1, MAX_REPAIR_ROUNDS + 1):  # noqa: B007 (reported in the error)
         rewritten = 0
 
         async def check(part: PartPlan) -> None:
@@ -217,15 +223,19 @@ async def repair(
 
         await run_parts([p for p in plan if p.number not in confirmed], routines, check, None)
         crc = await folded()
-        if crc in reported or rewritten == 0:
-            break
-    if crc not in reported:
-        raise IntegrityError(
-            f"oss://{bucket}/{key}: CRC-64 of the downloaded bytes ({crc}) differs from the "
-            f"object's ({' or '.join(map(str, sorted(reported)))}), also after fetching "
-            "every range again "
-            f"({len(confirmed)} of {len(plan)} ranges read the same twice)",
-            expected=expected,
-            actual=crc,
-        )
-    return crc
+        if crc in reported:
+            return crc
+        if rewritten == 0:
+            if second_look:
+                break  # every range read the same on two full passes in a row
+            # Every range is confirmed, yet the CRC differs: a corruption may have repeated
+            # itself identically on a range's two reads. Read every range once more.
+            second_look = True
+            confirmed.clear()
+    raise IntegrityError(
+        f"oss://{bucket}/{key}: CRC-64 of the downloaded bytes ({crc}) differs from the "
+        f"object's ({' or '.join(map(str, sorted(reported)))}), also after fetching "
+        f"every range again (stopped after {rounds} rounds)",
+        expected=expected,
+        actual=crc,
+    )
