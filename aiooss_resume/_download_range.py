@@ -19,31 +19,34 @@ object's:
 1. HEAD the object again: another ETag is a ``FileChangedError``; a CRC-64 that now equals
    the bytes' means the first HEAD's header was wrong, and the file is right. From here on
    the bytes must match either HEAD's CRC-64 (both are OSS's word for this ETag).
-2. Fetch every range not yet *confirmed* once more and compare it, chunk by chunk, with the
-   bytes in the temp file (``pread``). A range whose fresh bytes equal the written ones is
-   confirmed: two fetches agree. A range that differs is rewritten with the fresh bytes: it
-   is first removed from the checkpoint (``forget``, flushed before the first byte is
-   overwritten, so a crash mid-rewrite never leaves a recorded CRC over mixed bytes), then
-   recorded again with its new CRC-64 (``record``).
-3. If the combined CRC-64 now matches, done. Otherwise the ranges not confirmed are fetched
-   again (another round). If a round rewrites nothing (every range confirmed) and the CRC
-   still differs, a corruption may have repeated itself identically on a range's two reads
-   (a deterministic fault: a proxy flipping the same byte): every range is read once more.
-   If that pass rewrites nothing either, OSS consistently serves bytes that do not match its
-   own CRC-64: ``IntegrityError``. At most ``MAX_REPAIR_ROUNDS`` rounds, then
-   ``IntegrityError`` too.
+2. A *read pass*: fetch every range again, computing its CRC-64 without writing anything.
+   Each range now has the set of CRCs it was read with (the recorded one, the fresh one).
+3. *Solve*: the object's CRC-64 is linear in each range's CRC (``fold = XOR over ranges of
+   crc_r shifted by the bytes after r``), so for every choice among the ranges read
+   differently the combined CRC is one XOR away. The choice that gives the object's CRC-64
+   names the bad ranges and their right CRC (another choice matching by accident is a 2^-64
+   event). Only those ranges are rewritten: each is first removed from the checkpoint
+   (``forget``, flushed before the first byte is overwritten, so a crash mid-rewrite never
+   leaves a recorded CRC over mixed bytes), fetched again into the file until it is read
+   with the chosen CRC (a few attempts), then recorded again (``record``).
+4. No choice matches: another read pass (a corruption may have repeated itself identically,
+   a deterministic fault flipping the same byte twice). Two read passes in a row that read
+   every range as before mean OSS consistently serves bytes that do not match its own
+   CRC-64: ``IntegrityError``; so is no match after ``MAX_REPAIR_ROUNDS`` passes.
 
-A transient corruption (one bad body) is thus repaired by fetching each range once more and
-rewriting only the bad one; the file is renamed into place only once its CRC-64 matches.
+A transient corruption (one bad body) is thus repaired by reading every range once more (the
+network cost of a second download) and rewriting only the bad one (one more GET); the file
+is renamed into place only once its CRC-64 matches.
 """
 
 from __future__ import annotations
 
-import os
+import itertools
+import math
 from collections.abc import Awaitable, Callable, Sequence
 
 from ._checkpoint import DownloadPart
-from ._crc64 import crc64
+from ._crc64 import crc64, crc64_combine
 from ._errors import FileChangedError, IntegrityError, ProtocolError, ServiceError
 from ._fileio import IoRunner, write_chunk
 from ._http import HttpResponse
@@ -54,7 +57,7 @@ from ._transfer import _fold_crcs, _response_crc, _same_etag, run_parts
 __all__ = ["MAX_REPAIR_ROUNDS", "fetch_range", "repair"]
 
 MAX_REPAIR_ROUNDS = 4
-"""Rounds of re-fetching ranges before a CRC-64 mismatch is an error (see ``repair``)."""
+"""Read passes over every range before a CRC-64 mismatch is an error (see ``repair``)."""
 
 
 class _Attempt:
@@ -65,11 +68,6 @@ class _Attempt:
     def __init__(self) -> None:
         self.written = 0
         self.crc = 0
-
-
-def _differs(fd: int, offset: int, data: bytes) -> bool:
-    """Whether the file's bytes at ``offset`` differ from ``data`` (a short file differs)."""
-    return os.pread(fd, len(data), offset) != data
 
 
 def _crc_only(data: bytes, crc: int) -> int:
@@ -85,38 +83,30 @@ async def fetch_range(
     fd: int,
     *,
     on_bytes: Callable[[int], Awaitable[None]] | None = None,
-    on_change: Callable[[], Awaitable[None]] | None = None,
+    write: bool = True,
     fatal: Callable[[], BaseException | None] | None = None,
-) -> tuple[int, bool]:
-    """Fetch ``part`` into ``fd``; return its CRC-64 and whether any byte was (re)written.
+) -> tuple[int, int]:
+    """Fetch ``part`` into ``fd``; return its CRC-64 and its size.
 
-    ``on_bytes(n)``: ``n`` bytes of the range written so far in this attempt.
-    ``on_change``: compare mode (the repair): chunks equal to the file's bytes are not
-    written, and ``on_change`` is awaited once before the first one that differs is.
+    ``on_bytes(n)``: ``n`` bytes of the range received so far in this attempt.
+    ``write=False``: the repair's read pass, the CRC-64 only, nothing written.
     A 412 (the object changed) is raised as ``FileChangedError``.
     """
     io: IoRunner = session._io
     attempt = _Attempt()
-    changed = False
 
     def sink() -> Callable[[bytes], Awaitable[None]]:
         nonlocal attempt
         attempt = current = _Attempt()
 
-        async def write(data: bytes) -> None:
-            nonlocal changed
+        async def take(data: bytes) -> None:
             position = part.offset + current.written
             if current.written + len(data) > part.size:
                 raise ProtocolError(
                     f"GetObject of oss://{bucket}/{key} bytes {part.offset}-"
                     f"{part.offset + part.size - 1} answered more than {part.size} bytes"
                 )
-            if on_change is None:
-                current.crc = await io.run(write_chunk, fd, position, data, current.crc)
-            elif await io.run(_differs, fd, position, data):
-                if not changed:
-                    await on_change()
-                    changed = True
+            if write:
                 current.crc = await io.run(write_chunk, fd, position, data, current.crc)
             else:
                 current.crc = await io.run(_crc_only, data, current.crc)
@@ -124,7 +114,7 @@ async def fetch_range(
             if on_bytes is not None:
                 await on_bytes(current.written)
 
-        return write
+        return take
 
     def check(resp: HttpResponse) -> None:
         content_range = resp.header("content-range")
@@ -158,9 +148,7 @@ async def fetch_range(
                 "(412 Precondition Failed on If-Match); run it again"
             ) from exc
         raise
-    if on_change is None:
-        changed = True
-    return attempt.crc, changed
+    return attempt.crc, attempt.written
 
 
 async def repair(
@@ -198,44 +186,106 @@ async def repair(
         reported.add(second)
     if crc in reported:
         return crc  # the first HEAD's CRC header was wrong; the bytes agree with this one
-    confirmed: set[int] = set()
-    second_look = False
-    rounds = 0
-    for rounds in range(1, MAX_REPAIR_ROUNDS + 1):  # noqa: B007 (reported in the error)
-        rewritten = 0
+    seen: dict[int, set[int]] = {p.number: {done[p.number].crc64} for p in plan}
+    unchanged = 0  # read passes in a row that read nothing new
+    for _ in range(MAX_REPAIR_ROUNDS):
+        new = 0
 
-        async def check(part: PartPlan) -> None:
-            nonlocal rewritten
-
-            async def drop() -> None:
-                done.pop(part.number, None)
-                await forget(part.number)
-
-            new_crc, changed = await fetch_range(
-                session, bucket, key, etag, part, fd, on_change=drop, fatal=fatal
+        async def read(part: PartPlan) -> None:
+            nonlocal new
+            fresh, _ = await fetch_range(
+                session, bucket, key, etag, part, fd, write=False, fatal=fatal
             )
-            if changed:
-                rewritten += 1
-                done[part.number] = DownloadPart(part.number, part.size, new_crc)
-                await record(done[part.number])
-            else:
-                confirmed.add(part.number)
+            if fresh not in seen[part.number]:
+                seen[part.number].add(fresh)
+                new += 1
 
-        await run_parts([p for p in plan if p.number not in confirmed], routines, check, None)
-        crc = await folded()
-        if crc in reported:
-            return crc
-        if rewritten == 0:
-            if second_look:
-                break  # every range read the same on two full passes in a row
-            # Every range is confirmed, yet the CRC differs: a corruption may have repeated
-            # itself identically on a range's two reads. Read every range once more.
-            second_look = True
-            confirmed.clear()
+        await run_parts(list(plan), routines, read, None)
+        choice = _solve(plan, seen, done, crc, reported)
+        if choice is not None:
+            await _rewrite(session, bucket, key, etag, plan, fd, done, choice, forget, record)
+            return await folded()
+        unchanged = 0 if new else unchanged + 1
+        if unchanged == 2:
+            break  # every range read the same on two more passes: nothing to choose from
     raise IntegrityError(
         f"oss://{bucket}/{key}: CRC-64 of the downloaded bytes ({crc}) differs from the "
-        f"object's ({' or '.join(map(str, sorted(reported)))}), also after fetching "
-        f"every range again (stopped after {rounds} rounds)",
+        f"object's ({' or '.join(map(str, sorted(reported)))}), also after reading every "
+        "range again: no combination of the ranges as read matches it",
         expected=expected,
         actual=crc,
     )
+
+
+MAX_CHOICES = 1 << 16
+"""Combinations of differently-read ranges tried by ``_solve`` (each costs a few XORs)."""
+
+
+def _solve(
+    plan: Sequence[PartPlan],
+    seen: dict[int, set[int]],
+    done: dict[int, DownloadPart],
+    crc: int,
+    reported: set[int],
+) -> dict[int, int] | None:
+    """The ranges to rewrite and the CRC each must be read with for the combined CRC-64 to be
+    one of ``reported``, or None. ``crc`` is the combined CRC of ``done``.
+
+    The combined CRC is ``XOR over ranges r of M_r(crc_r)``, ``M_r`` the (linear) shift by
+    the bytes after r, so replacing a range's CRC ``a`` by ``b`` changes it by
+    ``M_r(a ^ b)`` = ``crc64_combine(a ^ b, 0, bytes after r)``.
+    """
+    end = max((p.offset + p.size for p in plan), default=0)
+    options: list[list[tuple[int, int, int]]] = []  # per ambiguous range: (number, crc, delta)
+    for p in plan:
+        current = done[p.number].crc64
+        others = sorted(seen[p.number] - {current})
+        if others:
+            after = end - p.offset - p.size
+            deltas = [(p.number, c, crc64_combine(c ^ current, 0, after)) for c in others]
+            options.append([(p.number, current, 0), *deltas])
+    if not options or math.prod(len(o) for o in options) > MAX_CHOICES:
+        return None
+    for combination in itertools.product(*options):
+        total = crc
+        for _, _, delta in combination:
+            total ^= delta
+        if total in reported:
+            return {n: c for n, c, delta in combination if delta}
+    return None
+
+
+async def _rewrite(
+    session: Session,
+    bucket: str,
+    key: str,
+    etag: str,
+    plan: Sequence[PartPlan],
+    fd: int,
+    done: dict[int, DownloadPart],
+    choice: dict[int, int],
+    forget: Callable[[int], Awaitable[None]],
+    record: Callable[[DownloadPart], Awaitable[None]],
+) -> None:
+    """Rewrite each chosen range until it is read with its chosen CRC (a few attempts)."""
+    for part in plan:
+        if part.number not in choice:
+            continue
+        done.pop(part.number, None)
+        await forget(part.number)  # on disk before the first byte is overwritten
+        for _ in range(REWRITE_ATTEMPTS):
+            new_crc, _ = await fetch_range(session, bucket, key, etag, part, fd)
+            if new_crc == choice[part.number]:
+                break
+        else:
+            raise IntegrityError(
+                f"oss://{bucket}/{key}: range {part.number} was read {REWRITE_ATTEMPTS} times "
+                f"without the CRC-64 ({choice[part.number]}) that makes the object's",
+                expected=choice[part.number],
+                actual=new_crc,
+            )
+        done[part.number] = DownloadPart(part.number, part.size, new_crc)
+        await record(done[part.number])
+
+
+REWRITE_ATTEMPTS = 3

@@ -1,11 +1,12 @@
 """A download's CRC-64 check and repair, against the emulator's GetObject faults (issue 12.2).
 
-OSS reports only the whole object's CRC-64, so a corrupted range is found by fetching the
-ranges again (``_download_range.repair``): the tests plant a one-off corruption (repaired,
-the bad range fetched exactly twice), a persistent one (``IntegrityError``, the destination
-untouched, nothing left behind), one repeated identically (a second look at every range),
-a wrong CRC header on the first HEAD, and bodies longer or shorter than the range asked for
-(refused and retried, never written outside the range).
+OSS reports only the whole object's CRC-64, so a corrupted range is found by reading the
+ranges again (``_download_range.repair``): the tests plant a one-off corruption (every
+range read once more, only the bad one rewritten), a persistent one (``IntegrityError``, the
+destination untouched, nothing left behind), one repeated identically (a second read pass),
+a wrong CRC header on the first HEAD (alone, and with a corrupted range), and bodies longer
+or shorter than the range asked for (refused and retried, never written outside it), and a
+crash in the middle of a rewrite.
 """
 
 from __future__ import annotations
@@ -82,8 +83,9 @@ async def test_a_corrupted_range_is_fetched_again_and_the_file_is_exact(
     assert dest.read_bytes() == data
     assert result.crc64 is not None
     assert any("corrupt_body" in f.fault for f in server.faults.fired)
-    assert gets[3 * PART] == 2  # the bad range: fetched, then fetched again and rewritten
-    assert sum(gets.values()) == 2 * 7  # every range once more, to find the bad one
+    # The bad range: fetched, read again (the read pass), then rewritten: 3 GETs.
+    assert gets[3 * PART] == 3
+    assert sum(gets.values()) == 2 * 7 + 1  # every range read once more, one rewritten
     assert not (tmp_path / "out.bin.tmp").exists()
     assert not (tmp_path / "out.bin.dcp").exists()
 
@@ -100,11 +102,10 @@ async def test_persistent_corruption_is_an_integrity_error_and_the_destination_i
         server.faults.add(
             Fault(operation="GetObject", range_start=PART, corrupt_body=True, times=None)
         )
-        with pytest.raises(oss.IntegrityError, match="also after fetching every range again"):
+        with pytest.raises(oss.IntegrityError, match="also after reading every range again"):
             await client.bucket(BUCKET).download_file("obj", dest, PART, checkpoint=True)
     assert dest.read_bytes() == b"the previous version"
-    # The same wrong bytes on every read: a first pass, then a second look at every range,
-    # both rewriting nothing: no more rounds.
+    # The same wrong bytes on every read: two read passes that read nothing new, no more.
     assert gets[PART] == 3
     assert not (tmp_path / "out.bin.tmp").exists()
     assert not (tmp_path / "out.bin.dcp").exists()
@@ -114,9 +115,8 @@ async def test_a_corruption_repeated_identically_is_caught_by_a_second_look(
     server: OssServer, tmp_path: Path
 ) -> None:
     """The emulator flips the same byte every time: a range corrupted on its first two reads
-    reads "the same twice" and is confirmed, wrongly. Every range confirmed and the CRC still
-    wrong: every range is read once more, and the third read of that range is clean (found
-    by the 5% chaos soak, seed 13)."""
+    offers no other CRC to choose; a second read pass reads it clean, and it is rewritten
+    (found by the 5% chaos soak, seed 13)."""
     data = os.urandom(SIZE)
     dest = tmp_path / "out.bin"
     async with client_for(server) as client:
@@ -127,8 +127,8 @@ async def test_a_corruption_repeated_identically_is_caught_by_a_second_look(
         )
         await client.bucket(BUCKET).download_file("obj", dest, PART, checkpoint=True)
     assert dest.read_bytes() == data
-    assert gets[5 * PART] == 3
-    assert sum(gets.values()) == 3 * 7  # the first pass, then two full repair rounds
+    assert gets[5 * PART] == 4  # fetched, read twice, rewritten
+    assert sum(gets.values()) == 3 * 7 + 1  # the download, two read passes, one rewrite
 
 
 async def test_a_wrong_crc_header_on_the_head_is_caught_by_a_second_head(
@@ -161,7 +161,7 @@ async def test_a_wrong_head_crc_and_a_corrupted_range_together_are_repaired(
         server.faults.add(Fault(operation="GetObject", range_start=2 * PART, corrupt_body=True))
         result = await client.bucket(BUCKET).download_file("obj", dest, PART, checkpoint=True)
     assert dest.read_bytes() == data
-    assert gets[2 * PART] == 2
+    assert gets[2 * PART] == 3
     assert result.crc64 == server.object_info(BUCKET, "obj").crc64  # type: ignore[union-attr]
 
 
@@ -239,17 +239,17 @@ async def test_a_crash_during_the_repair_never_leaves_a_recorded_crc_over_new_by
         src = tmp_path / "src.bin"
         src.write_bytes(data)
         await client.bucket(BUCKET).upload_file("obj", src, big, routines=2)
-        # Range 2's middle byte is flipped on its first fetch; its second fetch is cut
-        # 64 KiB short of its end (the first chunk equal, the second rewritten), for good.
+        # Range 2's middle byte is flipped on its first fetch; its third (the rewrite,
+        # after the read pass) is cut 64 KiB short of its end, for good.
         server.faults.add(Fault(operation="GetObject", range_start=big, corrupt_body=True))
         server.faults.add(
             Fault(
                 operation="GetObject",
                 range_start=big,
-                nth=2,
+                nth=3,
                 times=None,
                 truncate_after_bytes=big - 64 * KIB,
-                # slow enough that the client reads the second chunk before the cut (the
+                # slow enough that the client writes some chunks before the cut (the
                 # bytes of a closed connection still unread are lost, so that is racy)
                 throttle_bytes_per_sec=8 * 1024 * KIB,
             )
