@@ -16,7 +16,10 @@ success. Asserted after every kill:
 
 * nothing at the destination path (a kill after the rename leaves the whole, exact file);
 * the checkpoint, if any, decodes, names this object, and every range it records holds the
-  object's bytes in the temp file (a recorded range is a written range);
+  object's bytes in the temp file (a recorded range is a written range); the one exception
+  is a stale checkpoint over a new, empty temp file (a kill between a run's rename and its
+  checkpoint's deletion, then a kill of the next run before its first checkpoint write),
+  whose ranges a resume ignores since they end beyond the temp file;
 * no file in the directory but the destination, ``FILE.tmp``, ``FILE.dcp``,
   ``FILE.dcp.lock`` and the temporary file of a checkpoint write the kill cut short
   (``.FILE.dcp.<pid>.<hex>.tmp``, never read again; counted).
