@@ -52,7 +52,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, NoReturn, TextIO
 
@@ -79,8 +79,14 @@ from . import (
     UploadStarted,
     __version__,
 )
-from ._checkpoint import Checkpoint, decode_checkpoint
+from ._checkpoint import (
+    Checkpoint,
+    DownloadCheckpoint,
+    decode_checkpoint,
+    decode_download_checkpoint,
+)
 from ._client import validate_bucket_name, validate_key
+from ._downloader import DownloadResult, download_checkpoint_path
 from ._planner import MAX_PART_SIZE, MIN_PART_SIZE
 from ._uploader import MAX_ROUTINES, checkpoint_path_for
 
@@ -904,6 +910,8 @@ def _next_run(cp: Checkpoint, matches: bool, source: str, check: _UploadCheck, c
 
 def _cmd_status(args: argparse.Namespace, io: _Io) -> int:
     data = Path(args.checkpoint_file).read_bytes()
+    if (download := _maybe_download_status(args, io, data)) is not None:
+        return download
     try:
         cp = decode_checkpoint(data)
     except CheckpointError as exc:
@@ -1090,6 +1098,328 @@ def _serve_module() -> Any:
         return None
 
 
+# ---------------------------------------------------------------------- download (issue 12)
+
+_DOWNLOAD_DESCRIPTION = """\
+Download oss://BUCKET/KEY to LOCAL_FILE in Range GETs, resumably.
+
+The bytes go to LOCAL_FILE.tmp, renamed over LOCAL_FILE once the whole object's CRC-64
+matched: LOCAL_FILE is never a half file. Resumable by default: a checkpoint is kept beside
+the file (LOCAL_FILE.dcp) while the download runs and deleted when it completes. If the
+download is interrupted (Ctrl-C, a network failure, a crash), run the same command again:
+the ranges already written are not fetched again, if the object did not change. LOCAL_FILE
+may be a directory (or end with /): the file is then named after the key.
+--no-checkpoint disables this (an interrupted download is then discarded).
+"""
+
+
+class _DownloadPrinter(ProgressPrinter):
+    """The progress printer with a download's words (the events are the upload's types)."""
+
+    def _started(self, event: UploadStarted) -> None:
+        self.total = event.total_bytes
+        self.part_count = event.part_count
+        self.resumed = event.resumed_bytes
+        self.done = self.sent = event.resumed_bytes
+        self.parts_done = event.resumed_parts
+        self._acked.clear()
+        if event.resumed:
+            self.message(
+                f"resumed {_count(event.resumed_bytes, 'byte')} "
+                f"({format_size(event.resumed_bytes)}, {event.resumed_parts} of "
+                f"{_count(event.part_count, 'range')}) already downloaded"
+            )
+        else:
+            self.message(
+                f"downloading {format_size(event.total_bytes)} in "
+                f"{_count(event.part_count, 'range')} of {format_size(event.part_size)}"
+            )
+        self._draw(force=True)
+
+
+def download_summary_line(result: DownloadResult, seconds: float) -> str:
+    """The final line of a download: size, ranges, seconds, rate, crc64, etag."""
+    fetched = result.size - result.bytes_resumed
+    speed = fetched / seconds if seconds > 0 else 0.0
+    ranges = result.parts_downloaded + result.parts_resumed
+    line = f"downloaded oss://{result.bucket}/{result.key} to {result.file_path}: "
+    line += f"{format_size(result.size)} ({_count(result.size, 'byte')}) in "
+    line += _count(ranges, "range")
+    if result.parts_resumed:
+        line += (
+            f" ({result.parts_resumed} resumed, {_count(result.bytes_resumed, 'byte')} "
+            "not fetched again)"
+        )
+    line += f", {seconds:.2f}s, {format_size(speed)}/s, crc64 {result.crc64}, etag {result.etag}"
+    return line
+
+
+def _download_summary_json(result: DownloadResult, seconds: float) -> str:
+    doc: dict[str, Any] = {"type": "DownloadResult", **msgspec.structs.asdict(result)}
+    doc["seconds"] = round(seconds, 3)
+    fetched = result.size - result.bytes_resumed
+    doc["bytes_per_second"] = round(fetched / seconds) if seconds > 0 else 0
+    return msgspec.json.encode(doc).decode()
+
+
+def _download_dest(file: str, key: str) -> str:
+    """LOCAL_FILE, or ``LOCAL_FILE/<last part of the key>`` if it is (or names) a directory."""
+    if file.endswith(("/", os.sep)) or os.path.isdir(file):
+        name = key.rsplit("/", 1)[-1]
+        if not name:
+            raise UsageError(f"the key {key!r} ends with '/': give the local file name")
+        return os.path.join(file, name)
+    return file
+
+
+def _download_resume_command(prog: Sequence[str], args: argparse.Namespace) -> str:
+    """The command that resumes the download, with absolute local paths."""
+    cmd = [*prog, "download", args.source, os.path.abspath(args.file)]
+    if args.endpoint:
+        cmd += ["--endpoint", args.endpoint]
+    if args.region:
+        cmd += ["--region", args.region]
+    cmd += ["--part-size", args.part_size_text, "--routines", str(args.routines)]
+    if isinstance(args.checkpoint, str):
+        cmd.append(f"--checkpoint={os.path.abspath(args.checkpoint)}")
+    if args.checkpoint_dir:
+        cmd += ["--checkpoint-dir", os.path.abspath(args.checkpoint_dir)]
+    if args.signature_version != "v4":
+        cmd += ["--signature-version", args.signature_version]
+    if args.json:
+        cmd.append("--json")
+    if args.quiet:
+        cmd.append("--quiet")
+    return shlex.join(cmd)
+
+
+def _download_interrupted(args: argparse.Namespace, io: _Io, cp_path: str | None) -> int:
+    if cp_path is None:
+        io.stderr.write(
+            "interrupted: not resumable (--no-checkpoint): the partial download was "
+            "discarded; running the command again downloads everything\n"
+        )
+        io.stderr.flush()
+        return EXIT_ABORTED
+    if os.path.exists(cp_path):
+        held = ""
+        with contextlib.suppress(OSError, CheckpointError):
+            cp = decode_download_checkpoint(Path(cp_path).read_bytes())
+            written = sum(p.size for p in cp.parts)
+            held = f" ({_count(len(cp.parts), 'range')}, {_count(written, 'byte')} written)"
+        io.stderr.write(f"interrupted: the checkpoint is kept at {cp_path}{held}\n")
+    else:
+        io.stderr.write("interrupted before any range was recorded\n")
+    io.stderr.write(f"resume with:\n  {_download_resume_command(io.prog, args)}\n")
+    io.stderr.flush()
+    return EXIT_INTERRUPTED
+
+
+def _cmd_download(args: argparse.Namespace, io: _Io) -> Coroutine[Any, Any, int]:
+    """Check the arguments (file system included) before the loop runs, then download."""
+    bucket_name, key = _target(args.source)
+    if args.checkpoint_dir and args.checkpoint is False:
+        raise UsageError("--checkpoint-dir and --no-checkpoint contradict each other")
+    if args.checkpoint_dir and isinstance(args.checkpoint, str):
+        raise UsageError(
+            "--checkpoint PATH and --checkpoint-dir DIR contradict each other: "
+            "give the checkpoint's path or its directory, not both"
+        )
+    args.file = _download_dest(args.file, key)
+    checkpoint: bool | str = True if args.checkpoint_dir else args.checkpoint
+    try:
+        cp_path = download_checkpoint_path(
+            os.path.abspath(args.file), checkpoint, args.checkpoint_dir
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return _download(args, io, bucket_name, key, checkpoint, cp_path)
+
+
+async def _download(
+    args: argparse.Namespace,
+    io: _Io,
+    bucket_name: str,
+    key: str,
+    checkpoint: bool | str,
+    cp_path: str | None,
+) -> int:
+    mode = _progress_mode(args, io.stdout)
+    printer = _DownloadPrinter(io.stdout, mode, interval=args.progress_interval)
+    async with _client(args) as client:
+        task = asyncio.ensure_future(
+            client.bucket(bucket_name).download_file(
+                key,
+                args.file,
+                args.part_size,
+                routines=args.routines,
+                checkpoint=checkpoint,
+                checkpoint_dir=args.checkpoint_dir,
+                on_progress=printer,
+            )
+        )
+        with _library_logging(printer, io.stderr, args.quiet), _Interrupt(task) as interrupt:
+            try:
+                result = await task
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if interrupt.signal is None or (current is not None and current.cancelling()):
+                    raise
+                printer.close()
+                return _download_interrupted(args, io, cp_path)
+            finally:
+                printer.close()
+    seconds = printer.elapsed()
+    if mode == "json":
+        io.stdout.write(_download_summary_json(result, seconds) + "\n")
+    elif mode != "quiet":
+        io.stdout.write(download_summary_line(result, seconds) + "\n")
+    io.stdout.flush()
+    return EXIT_OK
+
+
+def _cp_handler(upload: Callable[[argparse.Namespace, _Io], Any]) -> Callable[..., Any]:
+    """``cp SOURCE DEST``: a download if SOURCE is an ``oss://`` URL, else ``upload``."""
+
+    def handler(args: argparse.Namespace, io: _Io) -> Any:
+        if args.command != "cp" or not args.file.startswith("oss://"):
+            if args.command == "cp" and not args.target.startswith("oss://"):
+                raise UsageError("cp: SOURCE or DEST must be an oss://BUCKET/KEY URL")
+            return upload(args, io)
+        if args.target.startswith("oss://"):
+            raise UsageError("cp: copying from OSS to OSS is not supported; DEST must be local")
+        if args.header:
+            raise UsageError("--header applies to uploads only")
+        if getattr(args, "recursive", False):
+            raise UsageError("-r applies to uploads only")
+        args.source, args.file = args.file, args.target
+        return _cmd_download(args, io)
+
+    return handler
+
+
+def _download_status(args: argparse.Namespace, io: _Io, cp: DownloadCheckpoint) -> int:
+    """``status`` of a download checkpoint (``.dcp``): what it holds, read locally."""
+    done = sum(p.size for p in cp.parts)
+    part_count = max(1, math.ceil(cp.size / cp.part_size)) if cp.size else 0
+    checkpoint = os.path.abspath(args.checkpoint_file)
+    temp = checkpoint[: -len(".dcp")] + ".tmp" if checkpoint.endswith(".dcp") else None
+    temp_size = os.path.getsize(temp) if temp is not None and os.path.isfile(temp) else None
+    if temp is None:
+        temp_state = "unknown (the checkpoint is not named FILE.dcp)"
+    elif temp_size is None:
+        temp_state = f"{temp} is missing: the next run downloads every range again"
+    else:
+        temp_state = f"{temp} ({_count(temp_size, 'byte')})"
+    if args.json:
+        doc = {
+            "checkpoint": checkpoint,
+            "kind": "download",
+            "endpoint": cp.endpoint,
+            "bucket": cp.bucket,
+            "key": cp.key,
+            "etag": cp.etag,
+            "crc64": cp.crc64,
+            "part_size": cp.part_size,
+            "parts_done": len(cp.parts),
+            "part_count": part_count,
+            "bytes_done": done,
+            "total_bytes": cp.size,
+            "temp_file": temp,
+            "temp_file_size": temp_size,
+        }
+        io.stdout.write(msgspec.json.encode(doc).decode() + "\n")
+        return EXIT_OK
+    pct = 100.0 * done / cp.size if cp.size else 0.0
+    rows = [
+        ("checkpoint", checkpoint + " (a download)"),
+        ("source", f"oss://{cp.bucket}/{cp.key} at {cp.endpoint}"),
+        ("object", f"etag {cp.etag}, crc64 {cp.crc64}, last modified {cp.last_modified}"),
+        ("part size", f"{format_size(cp.part_size)} ({_count(cp.part_size, 'byte')})"),
+        ("ranges done", f"{len(cp.parts)} of {part_count}"),
+        ("bytes done", f"{done} of {cp.size} ({pct:.1f}%, {format_size(done)})"),
+        ("temp file", temp_state),
+        (
+            "next run",
+            "fetches the other ranges if the object is unchanged (same ETag, size, "
+            "CRC-64), else downloads it all again",
+        ),
+    ]
+    for label, value in rows:
+        io.stdout.write(f"{label + ':':<12} {value}\n")
+    return EXIT_OK
+
+
+def _maybe_download_status(args: argparse.Namespace, io: _Io, data: bytes) -> int | None:
+    """The status of a download checkpoint, or None if ``data`` is not one."""
+    try:
+        cp = decode_download_checkpoint(data)
+    except CheckpointError:
+        return None
+    return _download_status(args, io, cp)
+
+
+def _add_download_commands(
+    sub: Any, upload: argparse.ArgumentParser, fmt: type[argparse.HelpFormatter]
+) -> None:
+    """The ``download`` command, and ``cp`` choosing its direction from its arguments."""
+    dl = sub.add_parser(
+        "download",
+        help="download an object, resumably",
+        description=_DOWNLOAD_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=fmt,
+    )
+    dl.add_argument("source", metavar="oss://BUCKET/KEY")
+    dl.add_argument("file", metavar="LOCAL_FILE")
+    _add_connection_args(dl)
+    dl.add_argument(
+        "--part-size",
+        dest="part_size_text",
+        default=DEFAULT_PART_SIZE,
+        metavar="SIZE",
+        help=f"range size, 100KiB..5GiB (default {DEFAULT_PART_SIZE})",
+    )
+    dl.add_argument(
+        "--routines",
+        type=_routines,
+        default=DEFAULT_ROUTINES,
+        metavar="N",
+        help=f"ranges fetched concurrently, 1..{MAX_ROUTINES} (default {DEFAULT_ROUTINES})",
+    )
+    cp = dl.add_mutually_exclusive_group()
+    cp.add_argument(
+        "--checkpoint",
+        nargs="?",
+        const=True,
+        default=True,
+        metavar="PATH",
+        help="keep the checkpoint at PATH (default: on, at LOCAL_FILE.dcp); "
+        "write --checkpoint=PATH or put it after the positional arguments",
+    )
+    cp.add_argument(
+        "--no-checkpoint",
+        dest="checkpoint",
+        action="store_false",
+        help="not resumable: an interrupted download is discarded",
+    )
+    dl.add_argument("--checkpoint-dir", metavar="DIR", help="keep the checkpoint in DIR (FILE.dcp)")
+    out = dl.add_mutually_exclusive_group()
+    out.add_argument("--quiet", "-q", action="store_true", help="print only errors")
+    out.add_argument("--json", action="store_true", help="one JSON object per event per line")
+    dl.add_argument(
+        "--progress-interval",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="seconds between progress lines (default 0.1 on a terminal, else 3)",
+    )
+    dl.set_defaults(handler=_cmd_download, parser=dl)
+    # cp stays the upload parser's alias (its options, and any an upload hook adds); only
+    # the handler looks at the direction.
+    upload.set_defaults(handler=_cp_handler(upload.get_default("handler")))
+
+
 # ---------------------------------------------------------------------- parser
 
 
@@ -1117,7 +1447,7 @@ def build_parser(prog: str = "aiooss-resume") -> argparse.ArgumentParser:
     up = sub.add_parser(
         "upload",
         aliases=["cp"],
-        help="upload a file, resumably (cp is an alias)",
+        help="upload a file, resumably (cp SOURCE DEST: upload, or download from oss://)",
         description=_UPLOAD_DESCRIPTION,
         epilog=_EPILOG,
         formatter_class=fmt,
@@ -1241,6 +1571,8 @@ def build_parser(prog: str = "aiooss-resume") -> argparse.ArgumentParser:
     )
     demo.add_argument("--quiet", "-q", action="store_true", help="print only errors")
     demo.set_defaults(handler=_cmd_demo, parser=demo)
+
+    _add_download_commands(sub, up, fmt)
 
     serve_cli = _serve_module()
     serve = sub.add_parser(

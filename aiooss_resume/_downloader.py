@@ -11,18 +11,23 @@ Theory of operation
    Progress: the upload's event types (``UploadStarted``, ``BytesSent`` counting bytes
    written, ``PartDone``, ``UploadCompleted`` with ``upload_id=None``), monotone across
    a resume.
-4. **Download** the missing ranges, at most ``routines`` at a time (``run_parts``): each a
-   Range GET with ``If-Match: <etag>``, its body streamed in 1 MiB chunks to
-   ``<file_path>.tmp`` with ``pwrite`` in the library's ``IoRunner`` (never a whole part in
-   memory), the CRC-64 computed in the writing thread. A range is handed to the checkpoint
-   writer once its bytes are written. An object changed mid-download answers 412, which
-   is raised as ``FileChangedError`` (the checkpoint is deleted, so the next run starts
-   from scratch): the file is never a mix of two versions.
-5. **Check** the combined CRC-64 of the ranges against the object's; a mismatch is an
-   ``IntegrityError`` and the checkpoint is deleted (the next run fetches all again).
+4. **Download** the missing ranges, at most ``routines`` at a time (``run_parts``), each by
+   ``_download_range.fetch_range``: a Range GET with ``If-Match: <etag>``, its body streamed
+   in 1 MiB chunks to ``<file_path>.tmp`` with ``pwrite`` in the library's ``IoRunner``
+   (never a whole part in memory), the CRC-64 computed in the writing thread, a body longer
+   or shorter than the range refused and retried. A range is handed to the checkpoint
+   writer, with its CRC-64, once its bytes are written. An object changed mid-download
+   answers 412, which is raised as ``FileChangedError`` (the checkpoint and the temp file
+   are deleted, so the next run starts from scratch): the file is never a mix of two
+   versions.
+5. **Check** the combined CRC-64 of the ranges against the object's. On a mismatch,
+   ``_download_range.repair`` fetches the ranges again, rewrites those whose bytes differ
+   (removed from the checkpoint first) and checks again; only if that fails is it an
+   ``IntegrityError`` (the checkpoint and the temp file are deleted, the destination is
+   untouched).
 6. **Finish**: fsync, rename the temp file over ``file_path``, delete the checkpoint.
    On failure or cancellation the checkpoint is flushed (bounded, shielded) and the temp
-   file kept for the next run.
+   file kept for the next run; without a checkpoint the temp file is removed.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from os import PathLike
 
 import msgspec
@@ -41,7 +46,8 @@ from ._checkpoint import (
     decode_download_checkpoint,
     encode_download_checkpoint,
 )
-from ._errors import CheckpointError, FileChangedError, IntegrityError, ServiceError
+from ._download_range import fetch_range, repair
+from ._errors import CheckpointError, FileChangedError, IntegrityError
 from ._events import ProgressHook, UploadCompleted, UploadStarted
 from ._fileio import (
     finish_destination,
@@ -50,7 +56,6 @@ from ._fileio import (
     refuse_symlink,
     remove_quietly,
     write_atomic,
-    write_chunk,
 )
 from ._headers import ObjectOptions
 from ._planner import PartPlan, plan_parts, validate_part_size
@@ -60,6 +65,7 @@ from ._transfer import (
     _fold_crcs,
     _Progress,
     _response_crc,
+    _shielded,
     check_routines,
     clean_up_after_cancel,
     release_lock,
@@ -198,6 +204,10 @@ class _Download:
         self.hook = hook
         self.writer: _CheckpointWriter[DownloadCheckpoint, DownloadPart] | None = None
         self.done: dict[int, DownloadPart] = {}
+        self.etag = ""
+        self.ident: DownloadCheckpoint | None = None
+        # Remove the temp file on failure: without a checkpoint nothing can resume from it.
+        self.discard = cp_path is None
 
     async def run(self) -> DownloadResult:
         lock = await take_lock(self.io, self.cp_path)
@@ -219,6 +229,7 @@ class _Download:
             crc64=_response_crc(head),
             part_size=self.part_size,
         )
+        self.etag, self.ident = ident.etag, ident
         plan = plan_parts(size, self.part_size) if size else []
         fd, tmp_size = await self.io.run(open_destination, self.tmp)
         try:
@@ -247,27 +258,19 @@ class _Download:
                 await self.writer.flush(force=True)
                 self.writer.start()
             try:
-                await self._fetch(plan, fd, ident, progress)
+                await self._fetch(plan, fd, progress)
+                if self.writer is not None:
+                    await self.writer.stop()
+                crc = await self._verify(plan, fd, ident, progress)
             except asyncio.CancelledError:
                 await clean_up_after_cancel(self._keep(None), f"download of {self.key}", "flush")
                 raise
-            except FileChangedError:
+            except (FileChangedError, IntegrityError):
                 await self._forget()
                 raise
             except Exception as exc:
                 await self._keep(exc)
                 raise
-            if self.writer is not None:
-                await self.writer.stop()
-            crc = await _fold_crcs([self.done[p.number] for p in plan])
-            if ident.crc64 is not None and crc != ident.crc64:
-                await self._forget()
-                raise IntegrityError(
-                    f"oss://{self.bucket}/{self.key}: CRC-64 of the downloaded bytes ({crc}) "
-                    f"differs from the object's ({ident.crc64}); download it again",
-                    expected=ident.crc64,
-                    actual=crc,
-                )
             await progress.finish()
             await progress.emit(
                 UploadCompleted(
@@ -281,7 +284,8 @@ class _Download:
                 )
             )
         except BaseException:
-            await asyncio.shield(self.io.run(os.close, fd))
+            # To the end even if cancelled again (anyio re-delivers): no task outlives us.
+            await _shielded(self.io.run(_discard, fd, self.tmp if self.discard else None))
             raise
         await self.io.run(finish_destination, fd, self.tmp, self.dest, size)
         if self.cp_path is not None:
@@ -291,7 +295,7 @@ class _Download:
             key=self.key,
             file_path=self.dest,
             etag=ident.etag,
-            crc64=ident.crc64,
+            crc64=crc if ident.crc64 is not None else None,
             size=size,
             part_size=self.part_size,
             parts_downloaded=len(plan) - len(resumed),
@@ -334,44 +338,22 @@ class _Download:
             and planned[p.number].offset + p.size <= tmp_size
         }
 
-    async def _fetch(
-        self, plan: list[PartPlan], fd: int, ident: DownloadCheckpoint, progress: _Progress
-    ) -> None:
+    async def _fetch(self, plan: list[PartPlan], fd: int, progress: _Progress) -> None:
         async def send(planned: PartPlan) -> None:
-            crc = 0
+            async def sent(n: int) -> None:
+                await progress.sent(planned.number, n)
 
-            def sink() -> Callable[[bytes], Awaitable[None]]:
-                nonlocal crc
-                crc = 0
-                position = planned.offset
-
-                async def write(data: bytes) -> None:
-                    nonlocal crc, position
-                    crc = await self.io.run(write_chunk, fd, position, data, crc)
-                    position += len(data)
-                    await progress.sent(planned.number, position - planned.offset)
-
-                return write
-
-            try:
-                await self.session._get_range(
-                    self.bucket,
-                    self.key,
-                    planned.offset,
-                    planned.offset + planned.size - 1,
-                    {**self.get_headers, "If-Match": ident.etag},
-                    sink,
-                    lambda _: None,
-                    None,
-                    fatal=lambda: progress.error,
-                )
-            except ServiceError as exc:
-                if exc.status == 412:
-                    raise FileChangedError(
-                        f"oss://{self.bucket}/{self.key} changed while it was being "
-                        "downloaded (412 Precondition Failed on If-Match); run it again"
-                    ) from exc
-                raise
+            crc, _ = await fetch_range(
+                self.session,
+                self.bucket,
+                self.key,
+                self.etag,
+                planned,
+                fd,
+                on_bytes=sent,
+                fatal=lambda: progress.error,
+                headers=self.get_headers,
+            )
             part = DownloadPart(planned.number, planned.size, crc)
             self.done[planned.number] = part
             if self.writer is not None:
@@ -380,6 +362,50 @@ class _Download:
 
         missing = [p for p in plan if p.number not in self.done]
         await run_parts(missing, self.routines, send, self.writer)
+
+    async def _verify(
+        self, plan: list[PartPlan], fd: int, ident: DownloadCheckpoint, progress: _Progress
+    ) -> int:
+        """The file's CRC-64, repaired to match the object's if it did not (``repair``)."""
+        crc = await _fold_crcs([self.done[p.number] for p in plan])
+        if ident.crc64 is None or crc == ident.crc64:
+            return crc
+        logger.warning(
+            "oss://%s/%s: CRC-64 of the downloaded bytes differs from the object's: "
+            "fetching every range again to find the bad ones",
+            self.bucket,
+            self.key,
+        )
+        return await repair(
+            self.session,
+            self.bucket,
+            self.key,
+            ident.etag,
+            ident.crc64,
+            plan,
+            fd,
+            self.done,
+            routines=self.routines,
+            forget=self._forget_range,
+            record=self._record_range,
+            fatal=lambda: progress.error,
+            headers=self.get_headers,
+        )
+
+    async def _forget_range(self, number: int) -> None:
+        """Drop a range from the checkpoint, on disk, before its bytes are overwritten."""
+        if self.writer is None or self.ident is None:
+            return
+        parts = [p for n, p in self.done.items() if n != number]
+        self.writer = _CheckpointWriter(
+            self.writer.path, self.ident, parts, self.io, _save, previous=self.writer
+        )
+        await self.writer.flush(force=True)
+
+    async def _record_range(self, part: DownloadPart) -> None:
+        if self.writer is not None:
+            self.writer.record(part)
+            await self.writer.flush()
 
     async def _keep(self, error: Exception | None) -> None:
         if self.writer is None:
@@ -395,7 +421,16 @@ class _Download:
             error.add_note(f"the download can be resumed (checkpoint {self.writer.path})")
 
     async def _forget(self) -> None:
+        """Nothing of this run can be resumed: the checkpoint goes, and the temp file."""
+        self.discard = True
         if self.writer is not None:
             await self.writer.stop()
         if self.cp_path is not None:
             await self.io.run(remove_quietly, self.cp_path)
+
+
+def _discard(fd: int, tmp: str | None) -> None:
+    """Close the temp file after a failure; remove it too if nothing can resume from it."""
+    os.close(fd)
+    if tmp is not None:
+        remove_quietly(tmp)

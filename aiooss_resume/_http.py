@@ -255,6 +255,8 @@ class AiohttpTransport:
                     if request.sink is not None and 200 <= resp.status < 300:
                         await self._stream(resp, request.sink(), deadline, loop)
                         body = b""
+                    elif request.method == "HEAD":
+                        body = b""  # none, whatever Content-Length says (the object's size)
                     else:
                         body = await _read_limited(resp)
                     return HttpResponse(

@@ -13,6 +13,7 @@ BENCHMARKS = {
     "memory": ("bench_memory", "peak RSS growth, 1 GiB in 256 MiB parts"),
     "read": ("bench_read", "reading parts off the loop: pread on our limiter vs aiofiles"),
     "stream": ("bench_stream", "upload_stream: RSS growth and speed, 64 MiB parts x 4"),
+    "download": ("bench_download", "download: ours vs oss2 resumable_download vs v2 Downloader"),
     "plot": ("plot", "plot results/upload-*.json to docs/img/throughput.png"),
 }
 

@@ -124,7 +124,8 @@ LAYERS: dict[str, int] = {
     "_uploader": 7,
     "_stream_parts": 6,  # reading a stream into parts (Bucket.upload_stream)
     "_stream": 7,  # the stream upload, on the upload engine's resume phases
-    "_downloader": 6,
+    "_download_range": 6,  # one range of a download, and the repair of a bad file
+    "_downloader": 7,
     # facade and tools
     "_client": 8,
     "__init__": 9,

@@ -72,3 +72,33 @@ def test_stream_benchmark_smoke(tmp_path: Path) -> None:
         (run,) = cell["runs"]
         assert run["seconds"] > 0 and run["rss_peak"] > 0 and len(run["loadavg_before"]) == 3
     assert not list((ROOT / "benchmarks" / "results").glob("stream-4MiB*"))
+
+
+
+@pytest.mark.sdk
+@pytest.mark.timeout(240)
+def test_download_benchmark_smoke(tmp_path: Path) -> None:
+    """The download benchmark (issue 12.4) runs every client and writes its JSON."""
+    command = [sys.executable, "-m", "benchmarks", "download", "--size", "4MiB"]
+    command += ["--part-size", "1", "--routines", "2", "--repeat", "1"]
+    command += ["--memory-part-sizes", "2", "--results-dir", str(tmp_path)]
+    proc = subprocess.run(
+        command,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=200,
+        check=False,
+        env={**os.environ, "BENCH_TMPDIR": str(tmp_path)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads((tmp_path / "download-4MiB.json").read_text())
+    assert sorted(cell["client"] for cell in doc["cells"]) == ["oss2", "ours", "v2"]
+    for cell in doc["cells"]:
+        assert (cell["part_size"], cell["routines"], cell["n"]) == (1024 * 1024, 2, 1)
+        assert cell["runs"][0]["seconds"] > 0
+        assert len(cell["loadavg1"]) == 1
+    assert doc["memory"][0]["part_size"] == 2 * 1024 * 1024
+    assert "Ratios (same run)" in proc.stdout
+    assert not list((ROOT / "benchmarks" / "results").glob("download-4MiB*"))
+

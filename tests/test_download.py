@@ -205,3 +205,17 @@ async def test_bad_arguments_are_typed_errors(server: OssServer, tmp_path: Path)
             await bucket.download_file("obj", 42, PART)  # type: ignore[arg-type]
         with pytest.raises(IsADirectoryError):
             await bucket.download_file("obj", tmp_path, PART)
+
+
+async def test_an_object_larger_than_16_mib_downloads(server: OssServer, tmp_path: Path) -> None:
+    """HEAD's Content-Length is the object's size, not a body to read (a 16 MiB cap on
+    response bodies once refused every HEAD of a larger object)."""
+    data = os.urandom(17 * 1024 * KIB)
+    dest = tmp_path / "big.bin"
+    async with client_for(server) as client:
+        await put(client, tmp_path, "big", data)
+        result = await client.bucket(BUCKET).download_file(
+            "big", dest, 8 * 1024 * KIB, routines=4, checkpoint=True
+        )
+    assert result.size == len(data)
+    assert dest.read_bytes() == data
