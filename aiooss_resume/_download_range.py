@@ -205,7 +205,9 @@ async def repair(
         await run_parts(list(plan), routines, read, None)
         choice = _solve(plan, seen, done, crc, reported)
         if choice is not None:
-            await _rewrite(session, bucket, key, etag, plan, fd, done, choice, forget, record)
+            await _rewrite(
+                session, bucket, key, etag, plan, fd, done, choice, forget, record, headers
+            )
             return await folded()
         unchanged = 0 if new else unchanged + 1
         if unchanged == 2:
@@ -268,6 +270,7 @@ async def _rewrite(
     choice: dict[int, int],
     forget: Callable[[int], Awaitable[None]],
     record: Callable[[DownloadPart], Awaitable[None]],
+    headers: Mapping[str, str] | None = None,
 ) -> None:
     """Rewrite each chosen range until it is read with its chosen CRC (a few attempts)."""
     for part in plan:

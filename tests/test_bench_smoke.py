@@ -74,7 +74,6 @@ def test_stream_benchmark_smoke(tmp_path: Path) -> None:
     assert not list((ROOT / "benchmarks" / "results").glob("stream-4MiB*"))
 
 
-
 @pytest.mark.sdk
 @pytest.mark.timeout(240)
 def test_download_benchmark_smoke(tmp_path: Path) -> None:
@@ -101,4 +100,3 @@ def test_download_benchmark_smoke(tmp_path: Path) -> None:
     assert doc["memory"][0]["part_size"] == 2 * 1024 * 1024
     assert "Ratios (same run)" in proc.stdout
     assert not list((ROOT / "benchmarks" / "results").glob("download-4MiB*"))
-
