@@ -77,6 +77,7 @@ from ._planner import (
     plan_parts,
     validate_part_size,
 )
+from ._put_once import put_object_once
 from ._session import Session, validate_key
 from ._stream_parts import (
     Reopen,
@@ -191,6 +192,10 @@ async def _close_streams(streams: list[object], key: str) -> None:
                 logger.warning("closing the stream of %s failed", key, exc_info=True)
 
 
+async def _known(value: int) -> int:
+    return value
+
+
 def _save(path: str, checkpoint: Checkpoint) -> None:
     write_atomic(path, encode_checkpoint(checkpoint))
 
@@ -283,9 +288,10 @@ class _StreamUpload(_Resume):
                 key=self.key, total_bytes=size, part_count=1, part_size=size, upload_id=None
             )
         )
-        resp = await self.client._put_object(
-            self.bucket, self.key, body, size, self.headers.put, body.check,
-            self._retry_hook(1), fatal=body.fatal,
+        resp, _ = await put_object_once(
+            self.client, self.bucket, self.key, body, size, self.headers.put, body.check,
+            self._retry_hook(1), fatal=body.fatal, head_headers=self.headers.other,
+            sent_crc=lambda: _known(part.crc),
         )  # fmt: skip
         if body.failure is not None:
             body.failure.add_note(f"(oss://{self.bucket}/{self.key} was stored nevertheless)")

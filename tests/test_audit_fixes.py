@@ -1,0 +1,214 @@
+"""Regression tests for the audit of issue 10 and issue 11 part 1 (notes/audit-10-11a.md):
+the emulator over real sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import aiooss_resume as oss
+from aiooss_resume._crc64 import crc64
+from aiooss_resume.testing import Fault, OssServer
+
+pytestmark = pytest.mark.anyio
+
+KIB = 1024
+PART = 100 * KIB
+BUCKET = "bkt"
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[OssServer]:
+    async with OssServer(root=tmp_path / "srv") as srv:
+        yield srv
+
+
+def client_for(server: OssServer, attempts: int = 3) -> oss.Client:
+    creds = server.credentials
+    return oss.Client(
+        server.endpoint,
+        credentials=oss.Credentials(creds.access_key_id, creds.access_key_secret),
+        region=server.region,
+        retry=oss.RetryPolicy(max_attempts=attempts, base_delay=0.0),
+    )
+
+
+def open_uploads(server: OssServer) -> list[str]:
+    return [u.upload_id for u in server.list_uploads(BUCKET)]
+
+
+def operations(server: OssServer) -> list[str]:
+    return [r.operation for r in server.requests]
+
+
+async def chunks(data: bytes, size: int) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+# ------------------------------------------- item 2: forbid-overwrite and a lost PutObject answer
+
+
+async def test_upload_file_forbid_overwrite_after_a_lost_put_answer(
+    server: OssServer, tmp_path: Path
+) -> None:
+    data = os.urandom(1000)
+    src = tmp_path / "a.bin"
+    src.write_bytes(data)
+    server.faults.add(Fault(operation="PutObject", times=1, drop_response=True))
+    options = oss.ObjectOptions(forbid_overwrite=True)
+    async with client_for(server) as client:
+        result = await client.bucket(BUCKET).upload_file("a", src, options=options)
+    assert operations(server).count("PutObject") == 2  # the answer was lost, the retry got 409
+    assert server.read_object(BUCKET, "a") == data
+    assert result.size == 1000 and result.crc64 == crc64(data)
+    assert result.etag
+
+
+async def test_upload_stream_forbid_overwrite_after_a_lost_put_answer(server: OssServer) -> None:
+    data = os.urandom(1000)
+    server.faults.add(Fault(operation="PutObject", times=1, drop_response=True))
+    headers = {"x-oss-forbid-overwrite": "true"}
+    async with client_for(server) as client:
+        result = await client.bucket(BUCKET).upload_stream(
+            "c", chunks(data, 300), PART, headers=headers
+        )
+    assert operations(server).count("PutObject") == 2
+    assert server.read_object(BUCKET, "c") == data
+    assert result.size == 1000 and result.crc64 == crc64(data)
+
+
+async def test_forbid_overwrite_still_refuses_someone_elses_object(
+    server: OssServer, tmp_path: Path
+) -> None:
+    src = tmp_path / "a.bin"
+    src.write_bytes(os.urandom(1000))
+    other = os.urandom(1000)  # same size, other bytes: stored before
+    async with client_for(server) as client:
+        bucket = client.bucket(BUCKET)
+        await bucket.upload_stream("a", chunks(other, 1000), PART)
+        # The first attempt gets no answer (a reset: nothing of ours is stored), the retry
+        # is refused: the object there is not ours, and is said to be so.
+        server.faults.add(Fault(operation="PutObject", times=1, reset_after_bytes=100))
+        options = oss.ObjectOptions(forbid_overwrite=True)
+        with pytest.raises(oss.ServiceError) as info:
+            await bucket.upload_file("a", src, options=options)
+    assert operations(server).count("PutObject") == 3
+    assert info.value.code == "FileAlreadyExists"
+    assert "someone else's" in "".join(getattr(info.value, "__notes__", []))
+    assert server.read_object(BUCKET, "a") == other
+
+
+async def test_forbid_overwrite_without_a_lost_answer_is_a_plain_409(
+    server: OssServer, tmp_path: Path
+) -> None:
+    data = os.urandom(1000)
+    src = tmp_path / "a.bin"
+    src.write_bytes(data)
+    options = oss.ObjectOptions(forbid_overwrite=True)
+    async with client_for(server) as client:
+        bucket = client.bucket(BUCKET)
+        await bucket.upload_file("a", src, options=options)
+        with pytest.raises(oss.ServiceError) as info:  # the same bytes, but no attempt was lost
+            await bucket.upload_file("a", src, options=options)
+    assert info.value.code == "FileAlreadyExists"
+    assert "HeadObject" not in operations(server)
+
+
+# ---------------------------------------------- item 3: read(n) returning None is not the end
+
+
+async def test_a_non_blocking_pipe_is_a_type_error_not_a_truncated_object(
+    server: OssServer,
+) -> None:
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    os.write(w, b"p" * 5000)  # the rest never comes while the upload reads: read() -> None
+    try:
+        with os.fdopen(r, "rb", buffering=0) as source:
+            async with client_for(server) as client:
+                with pytest.raises(TypeError, match="returned None"):
+                    await client.bucket(BUCKET).upload_stream("p", source, PART)
+    finally:
+        os.close(w)
+    assert "PutObject" not in operations(server)
+    assert open_uploads(server) == []
+
+
+class _AsyncNoneAfter:
+    """An async read(n) that gives ``parts`` parts of bytes, then None."""
+
+    def __init__(self, parts: int) -> None:
+        self.left = parts
+
+    async def read(self, n: int) -> bytes | None:
+        if not self.left:
+            return None
+        self.left -= 1
+        return b"x" * PART
+
+
+async def test_an_async_read_returning_none_aborts_the_upload(server: OssServer) -> None:
+    async with client_for(server) as client:
+        with pytest.raises(TypeError, match="returned None") as info:
+            await client.bucket(BUCKET).upload_stream("n", _AsyncNoneAfter(3), PART)
+    assert "InitiateMultipartUpload" in operations(server)  # multipart had started
+    assert "was aborted" in "".join(getattr(info.value, "__notes__", []))
+    assert open_uploads(server) == []
+    assert "CompleteMultipartUpload" not in operations(server)
+
+
+async def test_an_empty_chunk_still_ends_a_read_source(server: OssServer) -> None:
+    class Reader:
+        def __init__(self) -> None:
+            self.data = [b"a" * 10, bytearray(b"b" * 5), b""]
+
+        async def read(self, n: int) -> bytes | bytearray:
+            return self.data.pop(0)
+
+    async with client_for(server) as client:
+        result = await client.bucket(BUCKET).upload_stream("e", Reader(), PART)
+    assert result.size == 15
+    assert server.read_object(BUCKET, "e") == b"a" * 10 + b"b" * 5
+
+
+# ------------------------------------- item 9: a plain def read() that returns a coroutine
+
+
+class _Inner:
+    def __init__(self, data: bytes) -> None:
+        self.data, self.at = data, 0
+
+    async def read(self, n: int) -> bytes:
+        chunk = self.data[self.at : self.at + n]
+        self.at += len(chunk)
+        return chunk
+
+
+class _Delegating:
+    """A wrapper whose plain ``def read`` returns the inner reader's coroutine."""
+
+    def __init__(self, data: bytes) -> None:
+        self.inner = _Inner(data)
+        self.threads: set[int] = set()
+
+    def read(self, n: int) -> Any:
+        self.threads.add(threading.get_ident())
+        return self.inner.read(n)
+
+
+@pytest.mark.parametrize("size", [300_000, 10, 0])
+async def test_a_read_returning_a_coroutine_is_awaited(server: OssServer, size: int) -> None:
+    data = os.urandom(size)
+    source = _Delegating(data)
+    async with client_for(server) as client:
+        result = await client.bucket(BUCKET).upload_stream("w", source, PART)
+    assert result.size == size
+    assert server.read_object(BUCKET, "w") == data
+    await asyncio.sleep(0)
