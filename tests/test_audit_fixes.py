@@ -212,3 +212,92 @@ async def test_a_read_returning_a_coroutine_is_awaited(server: OssServer, size: 
     assert result.size == size
     assert server.read_object(BUCKET, "w") == data
     await asyncio.sleep(0)
+
+
+# ----------------------------------- item 1: a failed or cancelled Initiate leaves no orphan
+
+KEY = "k"
+HINT = f"aiooss-resume uploads oss://{BUCKET}/{KEY}"
+
+
+async def _start(server: OssServer, client: oss.Client, tmp_path: Path, how: str) -> Any:
+    bucket = client.bucket(BUCKET)
+    if how == "file":
+        src = tmp_path / "f.bin"
+        src.write_bytes(os.urandom(3 * PART))
+        return await bucket.upload_file(KEY, src, PART, checkpoint=tmp_path / "f.cp")
+    return await bucket.upload_stream(KEY, chunks(os.urandom(3 * PART), PART), PART)
+
+
+async def _when(condition: Any, limit: float = 20.0) -> None:
+    async with asyncio.timeout(limit):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
+@pytest.mark.parametrize("how", ["file", "stream"])
+async def test_initiate_whose_every_answer_is_lost_leaves_no_upload(
+    server: OssServer, tmp_path: Path, how: str
+) -> None:
+    server.faults.add(Fault(operation="InitiateMultipartUpload", times=None, drop_response=True))
+    async with client_for(server, attempts=3) as client:
+        with pytest.raises(oss.TransportError):
+            await _start(server, client, tmp_path, how)
+    assert operations(server).count("InitiateMultipartUpload") == 3  # 3 uploads created
+    assert open_uploads(server) == []  # all swept
+    assert operations(server).count("AbortMultipartUpload") == 3
+
+
+@pytest.mark.parametrize("how", ["file", "stream"])
+async def test_a_cancel_during_the_cleanup_sweep_still_sweeps(
+    server: OssServer, tmp_path: Path, how: str
+) -> None:
+    server.faults.add(Fault(operation="InitiateMultipartUpload", times=1, drop_response=True))
+    server.faults.add(Fault(operation="ListMultipartUploads", times=1, stall=30.0))
+    async with client_for(server) as client:
+        task = asyncio.create_task(_start(server, client, tmp_path, how))
+        await _when(lambda: server.stats.in_flight["ListMultipartUploads"])
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert operations(server).count("InitiateMultipartUpload") == 2
+    assert open_uploads(server) == []  # the lost attempt's by the sweep, the kept by Abort
+
+
+async def test_a_sweep_cut_short_after_a_cancel_names_the_uploads_command(
+    server: OssServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.faults.add(Fault(operation="InitiateMultipartUpload", times=1, drop_response=True))
+    server.faults.add(Fault(operation="ListMultipartUploads", times=None, stall=30.0))
+    async with client_for(server) as client:
+        task = asyncio.create_task(_start(server, client, tmp_path, "stream"))
+        await _when(lambda: server.stats.in_flight["ListMultipartUploads"])
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert len(open_uploads(server)) == 1  # the lost attempt's: it could not be found
+    assert any(HINT in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+
+async def test_a_cancel_while_a_retried_initiate_is_in_flight(
+    server: OssServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.faults.add(Fault(operation="InitiateMultipartUpload", times=1, drop_response=True))
+    server.faults.add(Fault(operation="InitiateMultipartUpload", nth=2, times=1, delay=2.0))
+    async with client_for(server) as client:
+        task = asyncio.create_task(_start(server, client, tmp_path, "file"))
+        await _when(
+            lambda: (
+                server.stats.in_flight["InitiateMultipartUpload"]
+                and "InitiateMultipartUpload" in operations(server)
+            )
+        )
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await _when(lambda: not server.stats.in_flight["InitiateMultipartUpload"])
+    # The first attempt's upload was swept; the delayed one may be created after the sweep
+    # (the server goes on after the client left), which the warning says is possible.
+    assert operations(server).count("AbortMultipartUpload") == 1
+    assert len(open_uploads(server)) <= 1
+    assert any(HINT in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
