@@ -321,6 +321,7 @@ class Bucket:
         reopen: Reopen | None = None,
         headers: Mapping[str, str] | None = None,
         on_progress: ProgressHook | None = None,
+        options: ObjectOptions | None = None,
     ) -> UploadResult:
         """Upload what an async stream yields to ``key``, in parts of ``part_size`` bytes.
 
@@ -355,6 +356,8 @@ class Bucket:
             on_progress: a sync or async callable receiving ``ProgressEvent`` objects;
                 ``total_bytes`` and ``part_count`` are -1 until the end while the stream's
                 length is unknown.
+            options: typed object options (``ObjectOptions``), as for ``upload_file``;
+                a header given both here and in ``headers`` is a ``ValueError``.
 
         Returns:
             An ``UploadResult`` describing the stored object.
@@ -382,4 +385,5 @@ class Bucket:
             reopen=reopen,
             headers=headers,
             on_progress=on_progress,
+            options=options,
         )

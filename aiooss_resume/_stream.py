@@ -70,6 +70,7 @@ from ._errors import (
 )
 from ._events import ProgressHook, UploadStarted
 from ._fileio import refuse_symlink, remove_quietly, write_atomic
+from ._headers import ObjectOptions, merge_headers
 from ._planner import (
     MAX_OBJECT_SIZE,
     MAX_PARTS,
@@ -130,6 +131,7 @@ async def upload_stream(
     reopen: Reopen | None,
     headers: Mapping[str, str] | None,
     on_progress: ProgressHook | None,
+    options: ObjectOptions | None = None,
 ) -> UploadResult:
     """See ``Bucket.upload_stream``."""
     validate_key(key)
@@ -155,7 +157,7 @@ async def upload_stream(
         )
     if checkpoint is not None and not isinstance(checkpoint, (str, PathLike)):
         raise TypeError("checkpoint must be a path (str or os.PathLike)")
-    plan_headers = route_headers(headers, key)
+    plan_headers = route_headers(merge_headers(options, headers), key)
     cp_path = None
     if checkpoint is not None:
         cp_path = await client._io.run(_check_checkpoint_path, os.fspath(checkpoint))

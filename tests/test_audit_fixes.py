@@ -301,3 +301,71 @@ async def test_a_cancel_while_a_retried_initiate_is_in_flight(
     assert operations(server).count("AbortMultipartUpload") == 1
     assert len(open_uploads(server)) <= 1
     assert any(HINT in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+
+# ------------------------------------------------------- item 6: upload_stream(options=...)
+
+OPTIONS = oss.ObjectOptions(
+    content_type="text/csv", metadata={"owner": "ops"}, acl="public-read", storage_class="IA"
+)
+
+
+@pytest.mark.parametrize("size", [10 * KIB, 3 * PART + 5])  # PutObject, multipart
+async def test_upload_stream_takes_typed_options(server: OssServer, size: int) -> None:
+    data = os.urandom(size)
+    async with client_for(server) as client:
+        await client.bucket(BUCKET).upload_stream(
+            "o.csv", chunks(data, 7 * KIB), PART, options=OPTIONS, headers={"x-oss-meta-raw": "1"}
+        )
+    info = server.object_info(BUCKET, "o.csv")
+    assert info is not None and server.read_object(BUCKET, "o.csv") == data
+    assert info.headers["content-type"] == "text/csv"
+    assert info.headers["x-oss-meta-owner"] == "ops" and info.headers["x-oss-meta-raw"] == "1"
+    assert info.headers["x-oss-object-acl"] == "public-read"
+    assert info.headers["x-oss-storage-class"] == "IA"
+
+
+async def test_upload_stream_options_conflict_and_type_errors_come_first(
+    server: OssServer,
+) -> None:
+    async with client_for(server) as client:
+        bucket = client.bucket(BUCKET)
+        with pytest.raises(ValueError, match="'x-oss-object-acl' is given twice"):
+            await bucket.upload_stream(
+                "o", chunks(b"x", 1), PART, options=OPTIONS, headers={"x-oss-object-acl": "private"}
+            )
+        with pytest.raises(TypeError, match="options must be an ObjectOptions"):
+            await bucket.upload_stream("o", chunks(b"x", 1), PART, options={"acl": "private"})  # type: ignore[arg-type]
+    assert server.requests == []
+
+
+async def test_changed_stream_options_start_a_fresh_upload(
+    server: OssServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = os.urandom(3 * PART)
+    cp = tmp_path / "s.cp"
+
+    def reopen(offset: int) -> AsyncIterator[bytes]:
+        return chunks(data[offset:], PART)
+
+    async def failing() -> AsyncIterator[bytes]:
+        yield data[:PART]
+        yield data[PART : 2 * PART]
+        raise OSError("source broke")
+
+    async with client_for(server) as client:
+        bucket = client.bucket(BUCKET)
+        with pytest.raises(OSError, match="source broke"):
+            await bucket.upload_stream(
+                "o", failing(), PART, checkpoint=cp, reopen=reopen, options=OPTIONS
+            )
+        (stale,) = open_uploads(server)
+        other = oss.ObjectOptions(content_type="text/plain")
+        result = await bucket.upload_stream(
+            "o", None, PART, checkpoint=cp, reopen=reopen, options=other
+        )
+    assert result.parts_resumed == 0  # the options differ: nothing of the old upload kept
+    assert open_uploads(server) == [] and stale != result.upload_id
+    info = server.object_info(BUCKET, "o")
+    assert info is not None and info.headers["content-type"] == "text/plain"
+    assert server.read_object(BUCKET, "o") == data
