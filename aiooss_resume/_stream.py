@@ -60,7 +60,13 @@ from typing import Any
 
 import msgspec
 
-from ._checkpoint import Checkpoint, CheckpointPart, SourceIdentity, encode_checkpoint
+from ._checkpoint import (
+    STREAM_SOURCE,
+    Checkpoint,
+    CheckpointPart,
+    SourceIdentity,
+    encode_checkpoint,
+)
 from ._errors import (
     FileChangedError,
     IntegrityError,
@@ -114,8 +120,6 @@ logger = logging.getLogger("aiooss_resume")
 DEFAULT_STREAM_PART_SIZE = 8 * 1024 * 1024
 """boto3's ``multipart_chunksize``: 10,000 parts of it hold 78 GiB. (The 100 KiB default of
 ``upload_file`` would cap a stream of unknown size at 977 MiB.)"""
-STREAM_SOURCE = "<stream>"
-"""The ``source.path`` a stream upload's checkpoint records (a file's is absolute)."""
 
 
 async def upload_stream(
@@ -211,6 +215,7 @@ class _StreamUpload(_Resume):
     size: int | None
     part_count = -1  # unknown until the stream ends, unless size= was given
     finished: UploadResult | None = None  # by an earlier run, killed after Complete
+    recorded: Checkpoint | None = None  # the checkpoint the writer writes (stream_read)
     _iterators: list[AsyncIterator[Any]]
 
     async def run(self) -> UploadResult:
@@ -319,6 +324,7 @@ class _StreamUpload(_Resume):
         try:
             if checkpoint is None:
                 checkpoint = await self._initiate(part_size)
+            self.recorded = checkpoint
             if self.cp_path is not None:
                 self.writer = _CheckpointWriter(
                     self.cp_path, checkpoint, done.values(), self.io, _save
@@ -348,9 +354,11 @@ class _StreamUpload(_Resume):
                 await held.aclose()  # now, not by the garbage collector in another task
             total = reader.received
             plan = plan_parts(total, part_size)
-            if len(plan) < max(done, default=0):
+            if len(plan) < max(done, default=0) or total < checkpoint.stream_read:
                 raise _stream_changed(
-                    self.cp_path, f"it ended after {total} bytes, before part {max(done)}"
+                    self.cp_path,
+                    f"it ended after {total} bytes, but {checkpoint.stream_read} bytes, up to "
+                    f"part {max(done)}, were read before",
                 )
             if self.writer is not None:
                 await self.writer.stop()  # from here on, only this task touches the checkpoint
@@ -394,6 +402,9 @@ class _StreamUpload(_Resume):
             del part  # not held while the next part fills (the memory bound)
             number += 1
             part = await reader.next_part()
+            if self.recorded is not None:  # written with the next part the checkpoint records
+                read = max(self.recorded.stream_read, reader.received)
+                self.recorded.stream_read = read
 
     def _sender(
         self, done: dict[int, CheckpointPart]
@@ -428,7 +439,7 @@ class _StreamUpload(_Resume):
             return  # Complete consumed the upload id: there is nothing left to resume
         final = isinstance(error, (FileChangedError, StreamLengthError))
         if self.writer is not None and self.on_disk and not final:
-            await self._keep_for_resume(error)
+            await _keep_for_resume(self.writer, error)
             return
         if self.upload_id is not None:
             await self._abort_quietly(self.bucket, self.key, self.upload_id, "stream failed")
@@ -437,19 +448,19 @@ class _StreamUpload(_Resume):
         if self.cp_path is not None and final:
             await self.io.run(remove_quietly, self.cp_path)
 
-    async def _keep_for_resume(self, error: Exception | None) -> None:
-        assert self.writer is not None
-        try:
-            await self.writer.flush()
-        except Exception as exc:
-            if error is not None:
-                error.add_note(f"and the checkpoint could not be saved: {exc}")
-            return
+
+async def _keep_for_resume(writer: _CheckpointWriter[Any, Any], error: Exception | None) -> None:
+    try:
+        await writer.flush(force=True)  # with stream_read as it is now
+    except Exception as exc:
         if error is not None:
-            error.add_note(
-                "the upload can be resumed: call upload_stream again with the same "
-                f"checkpoint and reopen (checkpoint {self.writer.path})"
-            )
+            error.add_note(f"and the checkpoint could not be saved: {exc}")
+        return
+    if error is not None:
+        error.add_note(
+            "the upload can be resumed: call upload_stream again with the same "
+            f"checkpoint and reopen (checkpoint {writer.path})"
+        )
 
 
 async def _finished_earlier(

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 import anyio.lowlevel
 
 from ._checkpoint import (
+    STREAM_SOURCE,
     Checkpoint,
     CheckpointPart,
     SourceIdentity,
@@ -339,9 +340,7 @@ class _Resume(_UploadBase):
             )
         reason = ""
         if cp.source != self.identity:
-            reason = "the source file changed since: " + _identity_difference(
-                cp.source, self.identity
-            )
+            reason = _source_change(cp.source, self.identity)
         elif cp.part_size != part_size or cp.options_fingerprint != self._fingerprint(part_size):
             reason = "the part size or object options differ"
         if reason:
@@ -570,3 +569,14 @@ async def _sweep_after_cancel(attempt: InitiateAttempt, key: str) -> None:
             attempt.key,
             attempt.hint(),
         )
+
+
+def _source_change(old: SourceIdentity, new: SourceIdentity) -> str:
+    """Why a checkpoint's source is not this call's, in a file's terms or a stream's."""
+    if old.path == new.path == STREAM_SOURCE:  # upload_stream: only size= can differ
+
+        def known(size: int) -> str:
+            return "unknown" if size < 0 else str(size)
+
+        return f"size= changed from {known(old.size)} to {known(new.size)}"
+    return "the source file changed since: " + _identity_difference(old, new)

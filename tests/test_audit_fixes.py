@@ -369,3 +369,83 @@ async def test_changed_stream_options_start_a_fresh_upload(
     info = server.object_info(BUCKET, "o")
     assert info is not None and info.headers["content-type"] == "text/plain"
     assert server.read_object(BUCKET, "o") == data
+
+
+# ------------------- item 7: a reopened stream shorter than what was read before is refused
+
+
+async def _breaking(data: bytes, at: int) -> AsyncIterator[bytes]:
+    for start in range(0, at, PART):
+        yield data[start : min(start + PART, at)]
+    raise OSError("source broke")
+
+
+@pytest.mark.parametrize("short_by", [PART - 10, 1])
+async def test_a_shorter_reopened_stream_without_size_is_refused(
+    server: OssServer, tmp_path: Path, short_by: int
+) -> None:
+    data = os.urandom(5 * PART + 123)
+    cp = tmp_path / "m.cp"
+    async with client_for(server) as client:
+        bucket = client.bucket(BUCKET)
+        with pytest.raises(OSError, match="source broke"):
+            await bucket.upload_stream(
+                "m", _breaking(data, 3 * PART), PART, checkpoint=cp, reopen=lambda o: None
+            )
+        assert cp.exists()
+        read_before = 3 * PART
+        with pytest.raises(oss.FileChangedError, match=f"{read_before} bytes"):
+            await bucket.upload_stream(
+                "m",
+                None,
+                PART,
+                checkpoint=cp,
+                reopen=lambda offset: chunks(data[offset : read_before - short_by], PART),
+            )
+    assert server.object_info(BUCKET, "m") is None  # never stored truncated
+    assert open_uploads(server) == [] and not cp.exists()
+
+
+async def test_a_reopened_stream_as_long_as_read_before_completes(
+    server: OssServer, tmp_path: Path
+) -> None:
+    data = os.urandom(3 * PART)  # exactly what the first run read: not shorter
+    cp = tmp_path / "m.cp"
+    async with client_for(server) as client:
+        bucket = client.bucket(BUCKET)
+        with pytest.raises(OSError, match="source broke"):
+            await bucket.upload_stream(
+                "m", _breaking(data, 3 * PART), PART, checkpoint=cp, reopen=lambda o: None
+            )
+        result = await bucket.upload_stream(
+            "m", None, PART, checkpoint=cp, reopen=lambda offset: chunks(data[offset:], PART)
+        )
+    assert result.parts_resumed >= 1 and server.read_object(BUCKET, "m") == data
+
+
+# ------------------------------------------ item 11: a stream checkpoint's warning wording
+
+
+async def test_a_changed_size_is_named_in_stream_terms(
+    server: OssServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = os.urandom(3 * PART + 7)
+    cp = tmp_path / "s.cp"
+    async with client_for(server) as client:
+        bucket = client.bucket(BUCKET)
+        with pytest.raises(OSError, match="source broke"):
+            await bucket.upload_stream(
+                "s", _breaking(data, 2 * PART), PART, checkpoint=cp, reopen=lambda o: None
+            )
+        result = await bucket.upload_stream(
+            "s",
+            None,
+            PART,
+            size=len(data),
+            checkpoint=cp,
+            reopen=lambda offset: chunks(data[offset:], PART),
+        )
+    assert result.parts_resumed == 0 and server.read_object(BUCKET, "s") == data
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(f"size= changed from unknown to {len(data)}" in m for m in warnings), warnings
+    assert not any("source file" in m for m in warnings), warnings
