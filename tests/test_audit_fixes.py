@@ -449,3 +449,22 @@ async def test_a_changed_size_is_named_in_stream_terms(
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any(f"size= changed from unknown to {len(data)}" in m for m in warnings), warnings
     assert not any("source file" in m for m in warnings), warnings
+
+
+# ------------------------------------------- item 12: the CLI names env vars, not credentials=
+
+
+def test_cli_user_info_endpoint_points_to_the_environment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiooss_resume._cli import EXIT_USAGE, main
+
+    monkeypatch.delenv("OSS_ENDPOINT", raising=False)
+    src = tmp_path / "f"
+    src.write_bytes(b"x")
+    endpoint = "http://u:s3cret@127.0.0.1:9"
+    code = main(["upload", str(src), "oss://bkt/k", "--endpoint", endpoint, "--region", "x"])
+    err = capsys.readouterr().err
+    assert code == EXIT_USAGE
+    assert "user-info" in err and "OSS_ACCESS_KEY_ID" in err and "OSS_ACCESS_KEY_SECRET" in err
+    assert "credentials=" not in err and "s3cret" not in err and "Traceback" not in err
