@@ -63,6 +63,8 @@ StreamSource: TypeAlias = (
 """An async iterable of bytes-like chunks, or an object with ``async read(n) -> bytes``, or
 a binary file-like object whose blocking ``read(n)`` is then called in a worker thread."""
 Reopen: TypeAlias = Callable[[int], "StreamSource | Awaitable[StreamSource]"]
+"""``reopen(offset)`` for ``upload_stream``: the same stream from byte ``offset`` on, or an
+awaitable of it (``offset`` is where the first part not kept on OSS starts)."""
 
 
 def _readable(source: object) -> TypeGuard[_Readable]:

@@ -468,3 +468,35 @@ def test_cli_user_info_endpoint_points_to_the_environment(
     assert code == EXIT_USAGE
     assert "user-info" in err and "OSS_ACCESS_KEY_ID" in err and "OSS_ACCESS_KEY_SECRET" in err
     assert "credentials=" not in err and "s3cret" not in err and "Traceback" not in err
+
+
+# --------------------------------------- item 10: the types public signatures name are exported
+
+
+def test_types_named_by_public_signatures_and_docs_are_exported() -> None:
+    import inspect
+    import re
+
+    from aiooss_resume._headers import ObjectOptions
+
+    signature = inspect.signature(oss.Bucket.upload_stream)
+    named = {
+        word
+        for p in signature.parameters.values()
+        if isinstance(p.annotation, str)  # the annotations as written (future annotations)
+        for word in re.findall(r"[A-Za-z_]\w*", p.annotation)
+    }
+    assert {"StreamSource", "Reopen", "ObjectOptions"} <= named
+    for name in named - {"None", "int", "str", "PathLike", "Mapping"}:
+        assert name in oss.__all__, name
+    assert signature.parameters["part_size"].default == oss.DEFAULT_STREAM_PART_SIZE
+    assert oss.MIN_TRAFFIC_LIMIT == 819_200 and oss.MAX_TRAFFIC_LIMIT == 838_860_800
+    assert "IA" in typing_args(oss.StorageClass) and "KMS" in typing_args(oss.ServerSideEncryption)
+    assert "public-read" in typing_args(oss.Acl)
+    assert oss.ObjectOptions is ObjectOptions
+
+
+def typing_args(alias: object) -> tuple[object, ...]:
+    import typing
+
+    return typing.get_args(alias)
