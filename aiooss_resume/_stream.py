@@ -15,11 +15,12 @@ there), and the number of parts held is what bounds memory:
    ``checkpoint=`` path (there is no source file to put ``<file>.cp`` beside).
 2. **Cut** (``_PartReader``): the source's chunks, whatever their sizes, are cut into parts
    of ``part_size`` bytes (grown to fit 10,000 parts when ``size`` is given, as for files).
-   A chunk that is not bytes-like is a ``TypeError``; a stream longer or shorter than
-   ``size`` a ``StreamLengthError`` (too long: at the first byte too many, before it is
-   sent); without ``size``, a stream that needs part 10,001 a ``StreamLengthError`` before
-   that part is sent. Each part is held as 1 MiB blocks, its CRC-64 continued block by
-   block as it is cut (~20 µs each, on the loop).
+   A chunk that is not bytes-like is a ``TypeError``, and so is a ``read(n)`` returning None
+   (a non-blocking file with no data ready: taken for the end, it would truncate); a stream
+   longer or shorter than ``size`` a ``StreamLengthError`` (too long: at the first byte too
+   many, before it is sent); without ``size``, a stream that needs part 10,001 a
+   ``StreamLengthError`` before that part is sent. Each part is held as 1 MiB blocks, its
+   CRC-64 continued block by block as it is cut (~20 µs each, on the loop).
 3. **One request or many**: a stream that ends within its first part (empty included) goes
    up with one PutObject; anything longer by multipart upload.
 4. **Backpressure** (``_stream_parts.run_held_parts``): the next part is read only once
@@ -34,7 +35,8 @@ there), and the number of parts held is what bounds memory:
    files (``_upload_resume._Resume._complete``).
 6. **Failure and cancellation**: without ``reopen`` nothing can resume the upload (the
    bytes already read are gone), so the multipart upload is aborted: no parts are left
-   billed on OSS. With ``reopen`` and ``checkpoint``, every acknowledged part is flushed to
+   billed on OSS (a killed process aborts nothing, and nothing records its upload id).
+   With ``reopen`` and ``checkpoint``, every acknowledged part is flushed to
    the checkpoint (same format and discipline as a file's: atomic, checksummed, per-part
    CRC-64, locked) and the upload is kept. A ``StreamLengthError``, or a reopened stream
    whose bytes differ from the checkpoint's, aborts the upload and removes the checkpoint.
@@ -43,7 +45,9 @@ there), and the number of parts held is what bounds memory:
    OSS lists with the recorded size and CRC-64 (ETag when OSS reports no CRC), and calls
    ``reopen(offset)`` at the first part not kept. Kept parts met further on are read from
    the reopened stream and their CRC-64 compared with the checkpoint's (a difference is a
-   ``FileChangedError``), not sent again. A vanished upload id means a fresh upload,
+   ``FileChangedError``), not sent again. The checkpoint also records how many bytes of the
+   stream were read (``stream_read``): a reopened stream ending before that is not the same
+   stream either (``FileChangedError``). A vanished upload id means a fresh upload,
    unless it was a run killed after Complete (``_finished_earlier``: the checkpoint records
    the whole stream and its end, and HEAD shows that size and CRC-64).
 """
