@@ -386,29 +386,35 @@ class _StreamUpload(_Resume):
     ) -> AsyncGenerator[_HeldPart, None]:
         """The parts to send, in order, each with its CRC-64; kept parts are checked."""
         number = reader.offset // part_size + 1
-        part = await reader.next_part()
-        while part.size:
-            if number > MAX_PARTS:
-                raise StreamLengthError(
-                    f"the stream is longer than {MAX_PARTS} parts of {part_size} bytes (at "
-                    f"least {reader.received} bytes): pass a larger part_size, or size= so "
-                    "that the part size grows to fit",
-                    expected=None,
-                    actual=reader.received,
-                )
-            kept = done.get(number)
-            if kept is None:
-                yield _HeldPart(number, part)
-            elif (kept.size, kept.crc64) != (part.size, part.crc):
-                raise _stream_changed(
-                    self.cp_path, f"part {number}'s bytes differ from the checkpoint's"
-                )
-            del part  # not held while the next part fills (the memory bound)
-            number += 1
+        try:
             part = await reader.next_part()
-            if self.recorded is not None:  # written with the next part the checkpoint records
-                read = max(self.recorded.stream_read, reader.received)
-                self.recorded.stream_read = read
+            while part.size:
+                if number > MAX_PARTS:
+                    raise StreamLengthError(
+                        f"the stream is longer than {MAX_PARTS} parts of {part_size} bytes (at "
+                        f"least {reader.received} bytes): pass a larger part_size, or size= so "
+                        "that the part size grows to fit",
+                        expected=None,
+                        actual=reader.received,
+                    )
+                kept = done.get(number)
+                if kept is None:
+                    yield _HeldPart(number, part)
+                elif (kept.size, kept.crc64) != (part.size, part.crc):
+                    raise _stream_changed(
+                        self.cp_path, f"part {number}'s bytes differ from the checkpoint's"
+                    )
+                del part  # not held while the next part fills (the memory bound)
+                number += 1
+                part = await reader.next_part()
+                self._note_read(reader)  # written with the next part recorded
+        finally:  # the source may have failed after yielding more: a longer stream
+            self._note_read(reader)
+
+    def _note_read(self, reader: _PartReader) -> None:
+        """Record in the checkpoint how much of the stream has been read (``stream_read``)."""
+        if self.recorded is not None:
+            self.recorded.stream_read = max(self.recorded.stream_read, reader.received)
 
     def _sender(
         self, done: dict[int, CheckpointPart]

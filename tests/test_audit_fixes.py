@@ -406,6 +406,37 @@ async def test_a_shorter_reopened_stream_without_size_is_refused(
     assert open_uploads(server) == [] and not cp.exists()
 
 
+async def test_bytes_read_after_the_last_full_part_count_too(
+    server: OssServer, tmp_path: Path
+) -> None:
+    """The source fails halfway through part 3: its first half was read, so a reopened
+    stream that ends after part 2 plus a few bytes is shorter than the stream was."""
+    data = os.urandom(5 * PART)
+    cp = tmp_path / "h.cp"
+
+    async def half_then_break() -> AsyncIterator[bytes]:
+        yield data[:PART]
+        yield data[PART : 2 * PART]
+        yield data[2 * PART : 2 * PART + PART // 2]
+        raise OSError("source broke")
+
+    async with client_for(server) as client:
+        bucket = client.bucket(BUCKET)
+        with pytest.raises(OSError, match="source broke"):
+            await bucket.upload_stream(
+                "h", half_then_break(), PART, checkpoint=cp, reopen=lambda o: None
+            )
+        with pytest.raises(oss.FileChangedError, match=f"{2 * PART + PART // 2} bytes"):
+            await bucket.upload_stream(
+                "h",
+                None,
+                PART,
+                checkpoint=cp,
+                reopen=lambda offset: chunks(data[offset : 2 * PART + 10], PART),
+            )
+    assert server.object_info(BUCKET, "h") is None and open_uploads(server) == []
+
+
 async def test_a_reopened_stream_as_long_as_read_before_completes(
     server: OssServer, tmp_path: Path
 ) -> None:
