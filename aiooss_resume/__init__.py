@@ -41,15 +41,25 @@ from ._events import (
     UploadCompleted,
     UploadStarted,
 )
-from ._headers import ObjectOptions
+from ._headers import (
+    MAX_TRAFFIC_LIMIT,
+    MIN_TRAFFIC_LIMIT,
+    Acl,
+    ObjectOptions,
+    ServerSideEncryption,
+    StorageClass,
+)
 from ._http import HttpRequest, HttpResponse, Transport
 from ._models import UploadSummary
 from ._retry import RetryPolicy
+from ._stream import DEFAULT_STREAM_PART_SIZE
+from ._stream_parts import Reopen, StreamSource
 from ._uploader import UploadResult
 
 __version__ = "0.1.0"
 
-__all__ = [
+__all__ = [  # noqa: RUF022 (plainly sorted, as tests/test_architecture.py checks)
+    "Acl",
     "Bucket",
     "BytesSent",
     "CheckpointError",
@@ -57,12 +67,15 @@ __all__ = [
     "Credentials",
     "CredentialsError",
     "CredentialsProvider",
+    "DEFAULT_STREAM_PART_SIZE",
     "DownloadResult",
     "EnvironmentCredentialsProvider",
     "FileChangedError",
     "HttpRequest",
     "HttpResponse",
     "IntegrityError",
+    "MAX_TRAFFIC_LIMIT",
+    "MIN_TRAFFIC_LIMIT",
     "NoSuchUploadError",
     "ObjectOptions",
     "OssError",
@@ -71,10 +84,14 @@ __all__ = [
     "ProgressEvent",
     "ProgressHook",
     "ProtocolError",
+    "Reopen",
     "RetryPolicy",
+    "ServerSideEncryption",
     "ServiceError",
     "StaticCredentialsProvider",
+    "StorageClass",
     "StreamLengthError",
+    "StreamSource",
     "Transport",
     "TransportError",
     "UploadCompleted",

@@ -34,6 +34,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
     "DOWNLOAD_CHECKPOINT_FORMAT",
+    "STREAM_SOURCE",
     "Checkpoint",
     "CheckpointPart",
     "DownloadCheckpoint",
@@ -50,6 +51,10 @@ __all__ = [
 
 CHECKPOINT_FORMAT = "aiooss_resume.checkpoint"
 CHECKPOINT_VERSION = 1
+
+
+STREAM_SOURCE = "<stream>"
+"""The ``source.path`` a stream upload's checkpoint records (a file's is absolute)."""
 
 
 class CheckpointPart(msgspec.Struct, frozen=True, array_like=True):
@@ -86,6 +91,10 @@ class Checkpoint(msgspec.Struct, kw_only=True):
     # "<tool> <path>" when the upload was adopted from another tool's checkpoint (_foreign):
     # its part layout is then the one on OSS, whatever part size a later run asks for.
     adopted_from: str = ""
+    # A stream upload's (upload_stream): how many bytes of the stream had been read when
+    # this was written, a lower bound on its length; a reopened stream ending before it is
+    # not the same stream. 0 for files, and in checkpoints written before it existed.
+    stream_read: int = 0
 
 
 class _Envelope(msgspec.Struct, kw_only=True):

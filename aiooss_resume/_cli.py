@@ -583,6 +583,16 @@ def _endpoint(args: argparse.Namespace) -> str:
     return endpoint
 
 
+def _in_cli_terms(problem: str) -> str:
+    """A ``Client`` error as the CLI's user should read it: credentials come from the
+    environment, not from a ``credentials=`` argument."""
+    return problem.replace(
+        "pass credentials= instead",
+        "set OSS_ACCESS_KEY_ID and OSS_ACCESS_KEY_SECRET (or ALIBABA_CLOUD_ACCESS_KEY_ID and "
+        "ALIBABA_CLOUD_ACCESS_KEY_SECRET) instead",
+    )
+
+
 def _client(args: argparse.Namespace) -> Client:
     """The command's ``Client``; a bad endpoint or a missing region is a usage error."""
     endpoint = _endpoint(args)
@@ -591,7 +601,7 @@ def _client(args: argparse.Namespace) -> Client:
             endpoint, region=args.region or None, signature_version=args.signature_version
         )
     except ValueError as exc:
-        problem = str(exc)
+        problem = _in_cli_terms(str(exc))
     try:
         # Without V4 no region is needed: if that works, the region was the problem.
         Client(endpoint, signature_version="v1")
@@ -866,7 +876,7 @@ async def _check_upload(args: argparse.Namespace, cp: Checkpoint) -> _UploadChec
             connect_timeout=5.0,
         )
     except ValueError as exc:
-        reason = str(exc)
+        reason = _in_cli_terms(str(exc))
         if "region" in reason and not args.region:
             reason = "no region: pass --region REGION or set OSS_REGION"
         return _UploadCheck(state="unknown", reason=f"could not be checked: {reason}")

@@ -321,6 +321,7 @@ class Bucket:
         reopen: Reopen | None = None,
         headers: Mapping[str, str] | None = None,
         on_progress: ProgressHook | None = None,
+        options: ObjectOptions | None = None,
     ) -> UploadResult:
         """Upload what an async stream yields to ``key``, in parts of ``part_size`` bytes.
 
@@ -349,19 +350,24 @@ class Bucket:
             reopen: ``reopen(offset)`` returns the same stream from byte ``offset`` (an
                 async iterable or reader, or an awaitable of one). With it, an interrupted
                 upload keeps its acknowledged parts in ``checkpoint`` and a later call
-                resumes from the first part missing; without it, an interrupted upload is
-                aborted on OSS (its bytes cannot be read again), leaving no parts behind.
+                resumes from the first part missing; without it, a failed or cancelled
+                upload is aborted on OSS (its bytes cannot be read again), leaving no parts
+                behind (a killed process aborts nothing: ``aiooss-resume uploads`` finds
+                what it left). Pass ``size`` too when the length is known.
             headers: object metadata and options, as for ``upload_file``.
             on_progress: a sync or async callable receiving ``ProgressEvent`` objects;
                 ``total_bytes`` and ``part_count`` are -1 until the end while the stream's
                 length is unknown.
+            options: typed object options (``ObjectOptions``), as for ``upload_file``;
+                a header given both here and in ``headers`` is a ``ValueError``.
 
         Returns:
             An ``UploadResult`` describing the stored object.
 
         Raises:
             ValueError, TypeError: bad arguments, before the stream is read; a chunk that
-                is not bytes-like is a ``TypeError`` when it is read (the upload aborted).
+                is not bytes-like, or a ``read(n)`` returning None (a non-blocking file), is
+                a ``TypeError`` when it is read (the upload aborted).
             StreamLengthError: the stream's length differs from ``size``, or it outgrew
                 10,000 parts: the upload was aborted and nothing stored.
             ServiceError, TransportError, IntegrityError, CheckpointError: as for
@@ -382,4 +388,5 @@ class Bucket:
             reopen=reopen,
             headers=headers,
             on_progress=on_progress,
+            options=options,
         )

@@ -10,9 +10,8 @@ silently wins. Pure code: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
-from types import MappingProxyType
 from typing import Final, Literal, get_args
 from urllib.parse import quote
 
@@ -89,6 +88,31 @@ def _check_mapping(name: str, value: object) -> Mapping[str, str]:
     return value
 
 
+class _FrozenMap(Mapping[str, str]):
+    """A read-only copy of a ``str -> str`` mapping: hashable (so is ``ObjectOptions``),
+    equal to any mapping with the same items, shown as a plain dict."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, str]) -> None:
+        self._items = dict(items)
+
+    def __getitem__(self, name: str) -> str:
+        return self._items[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._items.items()))
+
+    def __repr__(self) -> str:
+        return repr(self._items)
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ObjectOptions:
     """The common options of a stored object, typed; pass it as ``upload_file(options=...)``.
@@ -98,7 +122,8 @@ class ObjectOptions:
     the wrong type. Each field becomes one or more raw headers (``to_headers()``), which go
     on the requests where OSS reads them: ACL on Complete, the traffic limit on every
     UploadPart, the rest on Initiate (all of them on a single PutObject). Raw ``headers=``
-    still work alongside; a header given both ways is a ``ValueError``.
+    still work alongside; a header given both ways is a ``ValueError``. An ``ObjectOptions``
+    is immutable and hashable: ``metadata`` and ``tagging`` are kept as read-only copies.
 
     Attributes:
         acl: ``x-oss-object-acl``: ``private``, ``public-read``, ``public-read-write`` or
@@ -172,10 +197,10 @@ class ObjectOptions:
         if self.metadata is not None:
             self._check_metadata(_check_mapping("metadata", self.metadata))
             # A read-only copy: the caller's dict may change later, the value must not.
-            object.__setattr__(self, "metadata", MappingProxyType(dict(self.metadata)))
+            object.__setattr__(self, "metadata", _FrozenMap(self.metadata))
         if self.tagging is not None:
             self._check_tagging(_check_mapping("tagging", self.tagging))
-            object.__setattr__(self, "tagging", MappingProxyType(dict(self.tagging)))
+            object.__setattr__(self, "tagging", _FrozenMap(self.tagging))
         if self.forbid_overwrite is not None:
             _check_type("forbid_overwrite", self.forbid_overwrite, bool, "a bool")
         if self.traffic_limit is not None:

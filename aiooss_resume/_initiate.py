@@ -26,6 +26,14 @@ with the key as prefix, every page, entries of longer keys ignored) and aborts t
    so more empty candidates than that means another client is initiating the same key at
    the same moment, and none of them can be told apart from ours: all are left alone.
 
+When Initiate fails in the end (its last attempt unanswered too, retries exhausted) or is
+cancelled, no upload is kept, yet every unanswered attempt (a cancelled one in flight
+included) may have created one: ``clean_up`` sweeps then too, with no upload kept, over the
+window from the first attempt to the sweep itself. The caller runs it on an exception, and
+on a cancel shielded and bounded in time (``_upload_resume``); what it cannot rule out (a
+sweep cut short, a request in flight that OSS acts on after the sweep) is logged as a warning
+naming ``aiooss-resume uploads oss://bucket/key``.
+
 The kept upload must itself appear inside the window; if it does not, the clock reasoning is
 wrong somehow and nothing is aborted. Anything outside the window is never touched (another
 process may be uploading the same key). A cleanup that fails (a refused listing, a network
@@ -100,32 +108,53 @@ class InitiateAttempt:
                 await result
 
     async def initiate(self) -> InitiateResult:
-        """InitiateMultipartUpload, retried as every request is; notes when it was retried."""
+        """InitiateMultipartUpload, retried as every request is; notes when it was retried.
+
+        When it fails (or is cancelled) without an error answer from OSS, its last attempt
+        counts as one more that may have created an upload: ``clean_up`` then looks for it.
+        """
         self.started = _now()
-        result = await self.client._initiate(self.bucket, self.key, self.headers, self._hook)
+        try:
+            result = await self.client._initiate(self.bucket, self.key, self.headers, self._hook)
+        except ServiceError:
+            self.ended = _now()
+            raise
+        except BaseException:  # a lost answer, or a cancel while a request was in flight
+            self.failures += 1
+            self.ended = _now()
+            raise
         self.ended = _now()
         self.kept = result.upload_id
         return result
 
+    def hint(self) -> str:
+        """Where to look for what a lost Initiate answer may have left (for warnings)."""
+        return f"look for them with `aiooss-resume uploads oss://{self.bucket}/{self.key}`"
+
     async def clean_up(self) -> list[str]:
-        """After a retried Initiate, abort this call's extra uploads; the ids aborted.
+        """After a retried or failed Initiate, abort the uploads of the attempts that got no
+        answer (all but the one kept, if any); the ids aborted.
 
         Never raises an ``OssError``: what cannot be cleaned up is logged and left.
         """
-        if not self.failures or self.kept is None:
+        if not self.failures:
             return []
+        if self.kept is None:
+            # Initiate failed or was cancelled: the window runs until now, as a request
+            # still in flight may have created its upload meanwhile.
+            self.ended = max(self.ended, _now())
         try:
             return await self._sweep(self.kept)
         except OssError as exc:
             logger.warning(
-                "Initiate of oss://%s/%s was retried (%d failed attempts) and the extra "
-                "uploads they may have created could not be looked for: %s. Find them with "
-                "`aiooss-resume uploads oss://%s/%s` (upload %s is this upload's own)",
-                self.bucket, self.key, self.failures, exc, self.bucket, self.key, self.kept,
+                "Initiate of oss://%s/%s got no answer %d times, and the uploads those "
+                "attempts may have created could not be looked for: %s; %s%s",
+                self.bucket, self.key, self.failures, exc, self.hint(),
+                "" if self.kept is None else f" (upload {self.kept} is this upload's own)",
             )  # fmt: skip
             return []
 
-    async def _sweep(self, kept: str) -> list[str]:
+    async def _sweep(self, kept: str | None) -> list[str]:
         uploads, offset_low, offset_high = await self._list_key_uploads()
         if offset_low is None or offset_high is None:
             logger.warning(
@@ -138,8 +167,8 @@ class InitiateAttempt:
         low = math.floor(self.started + offset_low)
         high = math.ceil(self.ended + offset_high)
         times = {u.upload_id: _initiated(u) for u in uploads}
-        kept_at = times.get(kept)
-        if kept_at is None or not low <= kept_at <= high:
+        kept_at = None if kept is None else times.get(kept)
+        if kept is not None and (kept_at is None or not low <= kept_at <= high):
             logger.warning(
                 "Initiate of oss://%s/%s was retried, but the upload kept (%s) is not listed "
                 "inside the call's time window: no other upload is aborted",
@@ -156,9 +185,9 @@ class InitiateAttempt:
         empty = [upload_id for upload_id in candidates if await self._holds_no_parts(upload_id)]
         if len(empty) > self.failures:
             logger.warning(
-                "Initiate of oss://%s/%s got no answer %d times before it was answered, but "
-                "%d other empty uploads of it were initiated meanwhile: another client is "
-                "uploading the same key, so none is aborted (%s)",
+                "Initiate of oss://%s/%s got no answer %d times, but %d other empty "
+                "uploads of it were initiated meanwhile: another client is uploading the "
+                "same key, so none is aborted (%s)",
                 self.bucket, self.key, self.failures, len(empty), ", ".join(empty),
             )  # fmt: skip
             return []

@@ -15,11 +15,12 @@ there), and the number of parts held is what bounds memory:
    ``checkpoint=`` path (there is no source file to put ``<file>.cp`` beside).
 2. **Cut** (``_PartReader``): the source's chunks, whatever their sizes, are cut into parts
    of ``part_size`` bytes (grown to fit 10,000 parts when ``size`` is given, as for files).
-   A chunk that is not bytes-like is a ``TypeError``; a stream longer or shorter than
-   ``size`` a ``StreamLengthError`` (too long: at the first byte too many, before it is
-   sent); without ``size``, a stream that needs part 10,001 a ``StreamLengthError`` before
-   that part is sent. Each part is held as 1 MiB blocks, its CRC-64 continued block by
-   block as it is cut (~20 µs each, on the loop).
+   A chunk that is not bytes-like is a ``TypeError``, and so is a ``read(n)`` returning None
+   (a non-blocking file with no data ready: taken for the end, it would truncate); a stream
+   longer or shorter than ``size`` a ``StreamLengthError`` (too long: at the first byte too
+   many, before it is sent); without ``size``, a stream that needs part 10,001 a
+   ``StreamLengthError`` before that part is sent. Each part is held as 1 MiB blocks, its
+   CRC-64 continued block by block as it is cut (~20 µs each, on the loop).
 3. **One request or many**: a stream that ends within its first part (empty included) goes
    up with one PutObject; anything longer by multipart upload.
 4. **Backpressure** (``_stream_parts.run_held_parts``): the next part is read only once
@@ -34,7 +35,8 @@ there), and the number of parts held is what bounds memory:
    files (``_upload_resume._Resume._complete``).
 6. **Failure and cancellation**: without ``reopen`` nothing can resume the upload (the
    bytes already read are gone), so the multipart upload is aborted: no parts are left
-   billed on OSS. With ``reopen`` and ``checkpoint``, every acknowledged part is flushed to
+   billed on OSS (a killed process aborts nothing, and nothing records its upload id).
+   With ``reopen`` and ``checkpoint``, every acknowledged part is flushed to
    the checkpoint (same format and discipline as a file's: atomic, checksummed, per-part
    CRC-64, locked) and the upload is kept. A ``StreamLengthError``, or a reopened stream
    whose bytes differ from the checkpoint's, aborts the upload and removes the checkpoint.
@@ -43,7 +45,9 @@ there), and the number of parts held is what bounds memory:
    OSS lists with the recorded size and CRC-64 (ETag when OSS reports no CRC), and calls
    ``reopen(offset)`` at the first part not kept. Kept parts met further on are read from
    the reopened stream and their CRC-64 compared with the checkpoint's (a difference is a
-   ``FileChangedError``), not sent again. A vanished upload id means a fresh upload,
+   ``FileChangedError``), not sent again. The checkpoint also records how many bytes of the
+   stream were read (``stream_read``): a reopened stream ending before that is not the same
+   stream either (``FileChangedError``). A vanished upload id means a fresh upload,
    unless it was a run killed after Complete (``_finished_earlier``: the checkpoint records
    the whole stream and its end, and HEAD shows that size and CRC-64).
 """
@@ -60,7 +64,13 @@ from typing import Any
 
 import msgspec
 
-from ._checkpoint import Checkpoint, CheckpointPart, SourceIdentity, encode_checkpoint
+from ._checkpoint import (
+    STREAM_SOURCE,
+    Checkpoint,
+    CheckpointPart,
+    SourceIdentity,
+    encode_checkpoint,
+)
 from ._errors import (
     FileChangedError,
     IntegrityError,
@@ -70,6 +80,7 @@ from ._errors import (
 )
 from ._events import ProgressHook, UploadStarted
 from ._fileio import refuse_symlink, remove_quietly, write_atomic
+from ._headers import ObjectOptions, merge_headers
 from ._planner import (
     MAX_OBJECT_SIZE,
     MAX_PARTS,
@@ -77,6 +88,7 @@ from ._planner import (
     plan_parts,
     validate_part_size,
 )
+from ._put_once import put_object_once
 from ._session import Session, validate_key
 from ._stream_parts import (
     Reopen,
@@ -112,8 +124,6 @@ logger = logging.getLogger("aiooss_resume")
 DEFAULT_STREAM_PART_SIZE = 8 * 1024 * 1024
 """boto3's ``multipart_chunksize``: 10,000 parts of it hold 78 GiB. (The 100 KiB default of
 ``upload_file`` would cap a stream of unknown size at 977 MiB.)"""
-STREAM_SOURCE = "<stream>"
-"""The ``source.path`` a stream upload's checkpoint records (a file's is absolute)."""
 
 
 async def upload_stream(
@@ -129,6 +139,7 @@ async def upload_stream(
     reopen: Reopen | None,
     headers: Mapping[str, str] | None,
     on_progress: ProgressHook | None,
+    options: ObjectOptions | None = None,
 ) -> UploadResult:
     """See ``Bucket.upload_stream``."""
     validate_key(key)
@@ -154,7 +165,7 @@ async def upload_stream(
         )
     if checkpoint is not None and not isinstance(checkpoint, (str, PathLike)):
         raise TypeError("checkpoint must be a path (str or os.PathLike)")
-    plan_headers = route_headers(headers, key)
+    plan_headers = route_headers(merge_headers(options, headers), key)
     cp_path = None
     if checkpoint is not None:
         cp_path = await client._io.run(_check_checkpoint_path, os.fspath(checkpoint))
@@ -191,6 +202,10 @@ async def _close_streams(streams: list[object], key: str) -> None:
                 logger.warning("closing the stream of %s failed", key, exc_info=True)
 
 
+async def _known(value: int) -> int:
+    return value
+
+
 def _save(path: str, checkpoint: Checkpoint) -> None:
     write_atomic(path, encode_checkpoint(checkpoint))
 
@@ -204,6 +219,7 @@ class _StreamUpload(_Resume):
     size: int | None
     part_count = -1  # unknown until the stream ends, unless size= was given
     finished: UploadResult | None = None  # by an earlier run, killed after Complete
+    recorded: Checkpoint | None = None  # the checkpoint the writer writes (stream_read)
     _iterators: list[AsyncIterator[Any]]
 
     async def run(self) -> UploadResult:
@@ -283,9 +299,10 @@ class _StreamUpload(_Resume):
                 key=self.key, total_bytes=size, part_count=1, part_size=size, upload_id=None
             )
         )
-        resp = await self.client._put_object(
-            self.bucket, self.key, body, size, self.headers.put, body.check,
-            self._retry_hook(1), fatal=body.fatal,
+        resp, _ = await put_object_once(
+            self.client, self.bucket, self.key, body, size, self.headers.put, body.check,
+            self._retry_hook(1), fatal=body.fatal, head_headers=self.headers.other,
+            sent_crc=lambda: _known(part.crc),
         )  # fmt: skip
         if body.failure is not None:
             body.failure.add_note(f"(oss://{self.bucket}/{self.key} was stored nevertheless)")
@@ -311,6 +328,7 @@ class _StreamUpload(_Resume):
         try:
             if checkpoint is None:
                 checkpoint = await self._initiate(part_size)
+            self.recorded = checkpoint
             if self.cp_path is not None:
                 self.writer = _CheckpointWriter(
                     self.cp_path, checkpoint, done.values(), self.io, _save
@@ -340,9 +358,11 @@ class _StreamUpload(_Resume):
                 await held.aclose()  # now, not by the garbage collector in another task
             total = reader.received
             plan = plan_parts(total, part_size)
-            if len(plan) < max(done, default=0):
+            if len(plan) < max(done, default=0) or total < checkpoint.stream_read:
                 raise _stream_changed(
-                    self.cp_path, f"it ended after {total} bytes, before part {max(done)}"
+                    self.cp_path,
+                    f"it ended after {total} bytes, but {checkpoint.stream_read} bytes, up to "
+                    f"part {max(done)}, were read before",
                 )
             if self.writer is not None:
                 await self.writer.stop()  # from here on, only this task touches the checkpoint
@@ -366,26 +386,35 @@ class _StreamUpload(_Resume):
     ) -> AsyncGenerator[_HeldPart, None]:
         """The parts to send, in order, each with its CRC-64; kept parts are checked."""
         number = reader.offset // part_size + 1
-        part = await reader.next_part()
-        while part.size:
-            if number > MAX_PARTS:
-                raise StreamLengthError(
-                    f"the stream is longer than {MAX_PARTS} parts of {part_size} bytes (at "
-                    f"least {reader.received} bytes): pass a larger part_size, or size= so "
-                    "that the part size grows to fit",
-                    expected=None,
-                    actual=reader.received,
-                )
-            kept = done.get(number)
-            if kept is None:
-                yield _HeldPart(number, part)
-            elif (kept.size, kept.crc64) != (part.size, part.crc):
-                raise _stream_changed(
-                    self.cp_path, f"part {number}'s bytes differ from the checkpoint's"
-                )
-            del part  # not held while the next part fills (the memory bound)
-            number += 1
+        try:
             part = await reader.next_part()
+            while part.size:
+                if number > MAX_PARTS:
+                    raise StreamLengthError(
+                        f"the stream is longer than {MAX_PARTS} parts of {part_size} bytes (at "
+                        f"least {reader.received} bytes): pass a larger part_size, or size= so "
+                        "that the part size grows to fit",
+                        expected=None,
+                        actual=reader.received,
+                    )
+                kept = done.get(number)
+                if kept is None:
+                    yield _HeldPart(number, part)
+                elif (kept.size, kept.crc64) != (part.size, part.crc):
+                    raise _stream_changed(
+                        self.cp_path, f"part {number}'s bytes differ from the checkpoint's"
+                    )
+                del part  # not held while the next part fills (the memory bound)
+                number += 1
+                part = await reader.next_part()
+                self._note_read(reader)  # written with the next part recorded
+        finally:  # the source may have failed after yielding more: a longer stream
+            self._note_read(reader)
+
+    def _note_read(self, reader: _PartReader) -> None:
+        """Record in the checkpoint how much of the stream has been read (``stream_read``)."""
+        if self.recorded is not None:
+            self.recorded.stream_read = max(self.recorded.stream_read, reader.received)
 
     def _sender(
         self, done: dict[int, CheckpointPart]
@@ -420,7 +449,7 @@ class _StreamUpload(_Resume):
             return  # Complete consumed the upload id: there is nothing left to resume
         final = isinstance(error, (FileChangedError, StreamLengthError))
         if self.writer is not None and self.on_disk and not final:
-            await self._keep_for_resume(error)
+            await _keep_for_resume(self.writer, error)
             return
         if self.upload_id is not None:
             await self._abort_quietly(self.bucket, self.key, self.upload_id, "stream failed")
@@ -429,19 +458,19 @@ class _StreamUpload(_Resume):
         if self.cp_path is not None and final:
             await self.io.run(remove_quietly, self.cp_path)
 
-    async def _keep_for_resume(self, error: Exception | None) -> None:
-        assert self.writer is not None
-        try:
-            await self.writer.flush()
-        except Exception as exc:
-            if error is not None:
-                error.add_note(f"and the checkpoint could not be saved: {exc}")
-            return
+
+async def _keep_for_resume(writer: _CheckpointWriter[Any, Any], error: Exception | None) -> None:
+    try:
+        await writer.flush(force=True)  # with stream_read as it is now
+    except Exception as exc:
         if error is not None:
-            error.add_note(
-                "the upload can be resumed: call upload_stream again with the same "
-                f"checkpoint and reopen (checkpoint {self.writer.path})"
-            )
+            error.add_note(f"and the checkpoint could not be saved: {exc}")
+        return
+    if error is not None:
+        error.add_note(
+            "the upload can be resumed: call upload_stream again with the same "
+            f"checkpoint and reopen (checkpoint {writer.path})"
+        )
 
 
 async def _finished_earlier(

@@ -63,6 +63,8 @@ StreamSource: TypeAlias = (
 """An async iterable of bytes-like chunks, or an object with ``async read(n) -> bytes``, or
 a binary file-like object whose blocking ``read(n)`` is then called in a worker thread."""
 Reopen: TypeAlias = Callable[[int], "StreamSource | Awaitable[StreamSource]"]
+"""``reopen(offset)`` for ``upload_stream``: the same stream from byte ``offset`` on, or an
+awaitable of it (``offset`` is where the first part not kept on OSS starts)."""
 
 
 def _readable(source: object) -> TypeGuard[_Readable]:
@@ -92,15 +94,43 @@ def chunks_of(source: StreamSource, io: IoRunner) -> AsyncIterator[Any]:
     return _read_chunks_in_threads(cast(_BlockingReadable, source), io)  # read() is not async
 
 
+def _end_of_read(chunk: object) -> bool:
+    """Whether ``read(n)`` returned the end of the stream: an empty bytes-like, only that.
+
+    ``None`` is what a non-blocking file returns when no data is ready yet (not the end):
+    refused rather than taken for the end, which would store the stream truncated. Any
+    other non-bytes value is passed on, for ``_PartReader`` to refuse by its type.
+    """
+    if chunk is None:
+        raise TypeError(
+            "the stream's read(n) returned None (a non-blocking file does, when no data is "
+            "ready): only b'' ends a stream; pass a blocking file or an async source"
+        )
+    return isinstance(chunk, (bytes, bytearray, memoryview)) and not memoryview(chunk).nbytes
+
+
 async def _read_chunks(source: _Readable) -> AsyncIterator[Any]:
-    while chunk := await source.read(CHUNK_SIZE):
+    while not _end_of_read(chunk := await source.read(CHUNK_SIZE)):
         yield chunk
 
 
 async def _read_chunks_in_threads(source: _BlockingReadable, io: IoRunner) -> AsyncIterator[Any]:
     # A pipe or a socket may block for as long as its writer likes: a cancelled upload stops
     # waiting at once, and the read ends in its thread whenever the writer writes or closes.
-    while chunk := await io.run(source.read, CHUNK_SIZE, abandon_on_cancel=True):
+    while True:
+        chunk: object = await io.run(source.read, CHUNK_SIZE, abandon_on_cancel=True)
+        if inspect.isawaitable(chunk):
+            # A plain ``def read`` that returns an awaitable (a wrapper delegating to an
+            # async reader): awaited, and from now on called on the loop, as an async one.
+            chunk = await chunk
+            if _end_of_read(chunk):
+                return
+            yield chunk
+            async for chunk in _read_chunks(cast(_Readable, source)):
+                yield chunk
+            return
+        if _end_of_read(chunk):
+            return
         yield chunk
 
 

@@ -9,6 +9,7 @@ run killed after Complete, starting a new upload, and Complete itself with its C
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 import anyio.lowlevel
 
 from ._checkpoint import (
+    STREAM_SOURCE,
     Checkpoint,
     CheckpointPart,
     SourceIdentity,
@@ -37,7 +39,7 @@ from ._fileio import CHUNK_SIZE, SourceFile, read_optional, remove_quietly, stat
 from ._foreign import Adoption
 from ._http import HttpResponse
 from ._initiate import InitiateAttempt
-from ._models import PartInfo
+from ._models import InitiateResult, PartInfo
 from ._planner import PartPlan
 from ._session import Session
 from ._transfer import (
@@ -48,6 +50,7 @@ from ._transfer import (
     _Progress,
     _response_crc,
     _same_etag,
+    clean_up_after_cancel,
 )
 from ._upload_plan import _NOT_SHAPING, UploadResult, _HeaderPlan
 
@@ -337,9 +340,7 @@ class _Resume(_UploadBase):
             )
         reason = ""
         if cp.source != self.identity:
-            reason = "the source file changed since: " + _identity_difference(
-                cp.source, self.identity
-            )
+            reason = _source_change(cp.source, self.identity)
         elif cp.part_size != part_size or cp.options_fingerprint != self._fingerprint(part_size):
             reason = "the part size or object options differ"
         if reason:
@@ -365,10 +366,11 @@ class _Resume(_UploadBase):
             self.headers.other,
             self._retry_hook(0),
         )
-        result = await attempt.initiate()
-        self.upload_id = result.upload_id
-        # After a retry, the lost answers' uploads are aborted (issue 10.3, see _initiate).
-        await attempt.clean_up()
+
+        def keep(upload_id: str) -> None:
+            self.upload_id = upload_id
+
+        result = await _initiate_swept(attempt, keep)
         return Checkpoint(
             endpoint=self.client.endpoint,
             bucket=self.bucket,
@@ -525,3 +527,56 @@ class _Resume(_UploadBase):
         )
         await self._emit_completed(result_obj)
         return result_obj
+
+
+async def _initiate_swept(attempt: InitiateAttempt, keep: Callable[[str], None]) -> InitiateResult:
+    """Initiate; ``keep(upload_id)``; then the sweep of what lost answers left (issue 10.3,
+    see ``_initiate``): after a failed or cancelled Initiate too, a cancelled sweep
+    shielded and bounded in time."""
+    try:
+        result = await attempt.initiate()
+    except asyncio.CancelledError:
+        await _sweep_after_cancel(attempt, attempt.key)
+        raise
+    except Exception:
+        await attempt.clean_up()
+        raise
+    keep(result.upload_id)  # recorded before the sweep, so that a cancel cannot lose it
+    try:
+        await attempt.clean_up()
+    except asyncio.CancelledError:
+        await _sweep_after_cancel(attempt, attempt.key)
+        raise
+    return result
+
+
+async def _sweep_after_cancel(attempt: InitiateAttempt, key: str) -> None:
+    """A cancelled Initiate (or its cleanup): the sweep, shielded and bounded in time."""
+    if not attempt.failures:
+        return
+    aborted: list[str] = []
+
+    async def sweep() -> None:
+        aborted.extend(await attempt.clean_up())
+
+    detail = "aborting what the Initiate attempts without an answer created; " + attempt.hint()
+    await clean_up_after_cancel(sweep(), f"Initiate of {key}", detail)
+    if attempt.kept is None and len(aborted) < attempt.failures:
+        logger.warning(
+            "Initiate of oss://%s/%s was cancelled: an attempt in flight may still create an "
+            "upload that nobody knows of; %s",
+            attempt.bucket,
+            attempt.key,
+            attempt.hint(),
+        )
+
+
+def _source_change(old: SourceIdentity, new: SourceIdentity) -> str:
+    """Why a checkpoint's source is not this call's, in a file's terms or a stream's."""
+    if old.path == new.path == STREAM_SOURCE:  # upload_stream: only size= can differ
+
+        def known(size: int) -> str:
+            return "unknown" if size < 0 else str(size)
+
+        return f"size= changed from {known(old.size)} to {known(new.size)}"
+    return "the source file changed since: " + _identity_difference(old, new)

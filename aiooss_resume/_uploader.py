@@ -73,6 +73,7 @@ from ._fileio import SourceFile, remove_quietly, stat_identity, write_atomic
 from ._foreign import adopt_foreign
 from ._headers import ObjectOptions, merge_headers
 from ._planner import PartPlan, effective_part_size, plan_parts, validate_part_size
+from ._put_once import put_object_once
 from ._session import Session, validate_key
 from ._transfer import (
     FLUSH_TIMEOUT,
@@ -199,16 +200,12 @@ class _Upload(_Resume):
                 key=self.key, total_bytes=size, part_count=1, part_size=size, upload_id=None
             )
         )
-        resp = await self.client._put_object(
-            self.bucket,
-            self.key,
-            body,
-            size,
-            self.headers.put,
-            body.check,
-            self._retry_hook(1),
-            fatal=body.fatal,
-        )
+        # A lost answer then a forbid-overwrite 409: ours if HEAD shows our bytes (_put_once).
+        resp, verified = await put_object_once(
+            self.client, self.bucket, self.key, body, size, self.headers.put, body.check,
+            self._retry_hook(1), fatal=body.fatal, head_headers=self.headers.other,
+            sent_crc=lambda: self.src.crc_range(0, size),
+        )  # fmt: skip
         if body.failure is not None:  # the hook failed after the last byte was sent
             body.failure.add_note(f"(oss://{self.bucket}/{self.key} was stored nevertheless)")
             raise body.failure
@@ -217,7 +214,7 @@ class _Upload(_Resume):
             bucket=self.bucket,
             key=self.key,
             etag=resp.header("etag"),
-            crc64=body.crc,
+            crc64=body.crc if verified is None else verified,
             size=size,
             upload_id=None,
             part_size=None,

@@ -23,7 +23,10 @@ The recommended shape for an async web service:
   (``Server.should_exit``, set by its SIGINT/SIGTERM handler) and ends the streams at once.
 * **PUT /relay/{key}** is the other shape: the request body is relayed to OSS as it arrives
   (``Bucket.upload_stream`` over ``request.stream()``), with no temporary file and memory
-  bounded by ``routines + 1`` parts; the answer comes once the object is stored. Nothing
+  bounded by ``routines + 1`` parts of ``part_size``: a body larger than
+  ``UPLOAD_RELAY_MAX_BYTES`` (by default 10,000 parts, the most that needs no larger part) is
+  answered 413, whatever its ``Content-Length`` claims; the answer comes once the object is
+  stored. Nothing
   is spooled, so nothing survives a restart: an interrupted relay is aborted on OSS.
 * **Startup** resumes every unfinished job found in the data directory: its spooled file and
   its checkpoint (``checkpoint_dir=``) are still there, so only the missing parts are sent.
@@ -38,6 +41,7 @@ Configuration (environment variables):
 ``UPLOAD_DATA_DIR``       spooled files, job records and checkpoints (default ``./upload-data``)
 ``UPLOAD_PART_SIZE``      part size in bytes (default 8 MiB)
 ``UPLOAD_ROUTINES``       parts in flight per upload (default 4)
+``UPLOAD_RELAY_MAX_BYTES`` the largest body PUT /relay takes, 413 beyond (default 10,000 parts)
 ``OSS_REGION``, ``OSS_ACCESS_KEY_ID``, ``OSS_ACCESS_KEY_SECRET``: read by ``Client``.
 
 Run it::
@@ -82,6 +86,16 @@ class Settings:
     data_dir: Path
     part_size: int = 8 * 1024 * 1024
     routines: int = 4
+    relay_max_bytes: int | None = None  # None: 10,000 parts of part_size (78 GiB at 8 MiB)
+
+    @property
+    def relay_limit(self) -> int:
+        """The largest body PUT /relay takes (413 beyond it). Up to 10,000 parts of
+        ``part_size`` the part size never grows, so memory stays ``(routines + 1) x
+        part_size``; a larger limit lets parts grow to ``limit / 10,000``."""
+        if self.relay_max_bytes is not None:
+            return self.relay_max_bytes
+        return self.part_size * 10_000
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -95,6 +109,11 @@ class Settings:
             data_dir=Path(os.environ.get("UPLOAD_DATA_DIR", "upload-data")).resolve(),
             part_size=int(os.environ.get("UPLOAD_PART_SIZE", 8 * 1024 * 1024)),
             routines=int(os.environ.get("UPLOAD_ROUTINES", 4)),
+            relay_max_bytes=(
+                int(os.environ["UPLOAD_RELAY_MAX_BYTES"])
+                if os.environ.get("UPLOAD_RELAY_MAX_BYTES")
+                else None
+            ),
         )
 
 
@@ -394,26 +413,62 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         nothing is left on OSS (the stream cannot be read again, so the upload is aborted).
         """
         uploads = uploads_of(request)
-        length = request.headers.get("content-length")
+        limit = uploads.settings.relay_limit
+        size = _declared_length(request.headers.get("content-length"), limit)
         content_type = request.headers.get("content-type")
+        options = oss.ObjectOptions(content_type=content_type) if content_type else None
         try:
             result = await uploads.client.bucket(uploads.settings.bucket).upload_stream(
                 key,
-                request.stream(),
+                _capped(request.stream(), limit),  # Content-Length is the client's word only
                 uploads.settings.part_size,
                 routines=uploads.settings.routines,
-                size=int(length) if length is not None else None,
-                headers={"Content-Type": content_type} if content_type else None,
+                size=size,
+                options=options,
             )
         except ClientDisconnect:
             return {"key": key, "state": "client disconnected"}  # nobody reads this answer
-        except (ValueError, oss.StreamLengthError) as exc:
+        except _TooLarge as exc:
+            raise HTTPException(status_code=413, detail=str(exc)) from None
+        except oss.StreamLengthError as exc:
+            status = 413 if exc.expected is None else 400  # None: outgrew 10,000 parts
+            raise HTTPException(status_code=status, detail=str(exc)) from None
+        except ValueError as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from None
         except oss.OssError as exc:
             raise HTTPException(status_code=502, detail=str(exc)) from None
         return {"key": key, "size": result.size, "etag": result.etag, "crc64": result.crc64}
 
     return app
+
+
+class _TooLarge(Exception):
+    """A relayed body longer than ``Settings.relay_limit``."""
+
+
+def _declared_length(header: str | None, limit: int) -> int | None:
+    """The body's ``Content-Length`` as ``size=``; 400 if unreadable, 413 above ``limit``
+    (refused before a byte is read: a huge claim would otherwise grow the parts held)."""
+    if header is None:
+        return None
+    if not header.isdigit():
+        raise HTTPException(status_code=400, detail="Content-Length is not a byte count")
+    if int(header) > limit:
+        raise HTTPException(
+            status_code=413, detail=f"the body is {header} bytes; at most {limit} are taken"
+        )
+    return int(header)
+
+
+async def _capped(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+    """``chunks``, failing with ``_TooLarge`` once more than ``limit`` bytes came (a chunked
+    body has no length to refuse up front)."""
+    seen = 0
+    async for chunk in chunks:
+        seen += len(chunk)
+        if seen > limit:
+            raise _TooLarge(f"the body is longer than {limit} bytes, the most taken")
+        yield chunk
 
 
 app = create_app()

@@ -119,6 +119,7 @@ LAYERS: dict[str, int] = {
     "_upload_plan": 5,
     "_foreign": 5,  # adopting a Go SDK / oss2 checkpoint of this upload
     "_initiate": 5,  # Initiate that aborts what a retried attempt left behind (issue 10.3)
+    "_put_once": 6,  # PutObject whose lost answer meets forbid-overwrite (audit of issue 10)
     # the two directions
     "_upload_resume": 6,
     "_uploader": 7,

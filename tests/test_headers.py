@@ -344,3 +344,54 @@ async def test_download_takes_a_traffic_limit_and_nothing_else(
     assert dest.read_bytes() == src.read_bytes()
     gets = captured.of("GetObject")
     assert len(gets) == 3 and all(g["x-oss-traffic-limit"] == "819200" for g in gets)
+
+
+# ---------------------------------------------------------------- audit of issue 10 (items 5, 8)
+
+
+@pytest.mark.parametrize(
+    ("options", "raw"),
+    [
+        # Spelled exactly as options render them: only the conflict rule can refuse these
+        # (route_headers accepts each header alone).
+        (oss.ObjectOptions(acl="private"), {"x-oss-object-acl": "public-read"}),
+        (oss.ObjectOptions(metadata={"owner": "ops"}), {"x-oss-meta-owner": "someone"}),
+        (oss.ObjectOptions(content_type="text/csv"), {"Content-Type": "text/plain"}),
+        (oss.ObjectOptions(forbid_overwrite=True), {"X-OSS-Forbid-Overwrite": "false"}),
+    ],
+)
+def test_a_header_given_both_ways_spelled_alike_is_an_error(
+    options: oss.ObjectOptions, raw: dict[str, str]
+) -> None:
+    from aiooss_resume._headers import merge_headers
+
+    with pytest.raises(ValueError, match="given twice"):
+        merge_headers(options, raw)
+    assert merge_headers(None, raw) == raw  # alone, the raw header is fine
+
+
+@pytest.mark.anyio
+async def test_an_acl_given_both_ways_refuses_the_upload(
+    server: ThreadedOssServer, tmp_path: Path
+) -> None:
+    src = make_file(tmp_path, 50 * KIB)
+    async with client_for(server) as client:
+        with pytest.raises(ValueError, match="'x-oss-object-acl' is given twice"):
+            await client.bucket(BUCKET).upload_file(
+                "a.bin",
+                src,
+                options=oss.ObjectOptions(acl="private"),
+                headers={"x-oss-object-acl": "public-read"},
+            )
+    assert server.requests == []  # refused before any request: never stored public
+
+
+def test_object_options_are_hashable_and_shown_as_plain_dicts() -> None:
+    a = oss.ObjectOptions(metadata={"owner": "ops"}, tagging={"k": "v"}, acl="private")
+    b = oss.ObjectOptions(metadata={"owner": "ops"}, tagging={"k": "v"}, acl="private")
+    c = oss.ObjectOptions(metadata={"owner": "dev"}, tagging={"k": "v"}, acl="private")
+    assert hash(a) == hash(b) and a == b and len({a, b, c}) == 2
+    assert "metadata={'owner': 'ops'}" in repr(a) and "mappingproxy" not in repr(a)
+    assert a.metadata == {"owner": "ops"} and a.tagging == {"k": "v"}
+    with pytest.raises(TypeError):
+        a.metadata["owner"] = "x"  # type: ignore[index]

@@ -184,3 +184,64 @@ def test_relay_of_256_mib_through_uvicorn_keeps_the_server_rss_bounded(tmp_path:
     print(f"relay of {total // MiB} MiB: server RSS {before / MiB:.1f} MiB, peak growth "
           f"{growth / MiB:.1f} MiB (bound {bound / MiB:.0f} MiB)")  # fmt: skip
     assert growth < bound, f"RSS grew by {growth / MiB:.1f} MiB"
+
+
+# ----------------------------------------- audit of 11.1, item 4: the relay's body size bound
+
+
+@pytest.mark.anyio
+async def test_relay_refuses_a_body_over_its_limit_with_413(
+    oss_server: OssServer, tmp_path: Path
+) -> None:
+    module = load_example()
+    settings = module.Settings(
+        endpoint=oss_server.endpoint, bucket="bkt", data_dir=tmp_path / "data",
+        part_size=100 * KiB, routines=2, relay_max_bytes=300 * KiB,
+    )  # fmt: skip
+    data = os.urandom(350 * KiB)
+
+    async def body() -> AsyncIterator[bytes]:
+        for start in range(0, len(data), 64 * KiB):
+            yield data[start : start + 64 * KiB]
+
+    app = module.create_app(settings)
+    async with RunningApp(app) as running, http_client(running) as http:
+        sized = await http.put("/relay/sized", content=data)
+        chunked = await http.put("/relay/chunked", content=body())
+        within = await http.put("/relay/within", content=data[: 300 * KiB])
+    assert sized.status_code == chunked.status_code == 413, (sized.text, chunked.text)
+    assert "300" in sized.json()["detail"] or str(300 * KiB) in sized.json()["detail"]
+    assert oss_server.object_info("bkt", "sized") is None
+    assert oss_server.object_info("bkt", "chunked") is None
+    assert oss_server.list_uploads("bkt") == []  # the chunked one was started, then aborted
+    assert (
+        within.status_code == 200 and oss_server.read_object("bkt", "within") == data[: 300 * KiB]
+    )
+    sizes = [r.bytes_received for r in oss_server.requests if r.operation == "UploadPart"]
+    assert sizes and max(sizes) == 100 * KiB  # the parts never grew past part_size
+
+
+@pytest.mark.anyio
+async def test_relay_answers_413_to_a_huge_content_length_before_reading(
+    oss_server: OssServer, tmp_path: Path
+) -> None:
+    """A client declaring 10 TB and sending nothing: refused at once, nothing initiated
+    (before, size= took the claim and grew the parts held in memory to 1 GiB each)."""
+    import asyncio
+
+    module = load_example()
+    app = module.create_app(settings_for(oss_server, tmp_path))  # limit: 10,000 x 100 KiB
+    async with RunningApp(app) as running:
+        url = httpx.URL(running.url)
+        reader, writer = await asyncio.open_connection(url.host, url.port)
+        try:
+            writer.write(
+                b"PUT /relay/huge HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000000000\r\n\r\n"
+            )
+            await writer.drain()
+            async with asyncio.timeout(20):
+                status = await reader.readline()
+        finally:
+            writer.close()
+    assert status.startswith(b"HTTP/1.1 413"), status
+    assert "InitiateMultipartUpload" not in [r.operation for r in oss_server.requests]
