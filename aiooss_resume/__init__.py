@@ -41,6 +41,15 @@ from ._events import (
     UploadStarted,
 )
 from ._http import HttpRequest, HttpResponse, Transport
+from ._many_types import (
+    FileFinished,
+    FileOutcome,
+    FileStatus,
+    ManyEvent,
+    ManyProgress,
+    ManyProgressHook,
+    ManyResult,
+)
 from ._models import UploadSummary
 from ._retry import RetryPolicy
 from ._uploader import UploadResult
@@ -58,9 +67,16 @@ __all__ = [
     "DownloadResult",
     "EnvironmentCredentialsProvider",
     "FileChangedError",
+    "FileFinished",
+    "FileOutcome",
+    "FileStatus",
     "HttpRequest",
     "HttpResponse",
     "IntegrityError",
+    "ManyEvent",
+    "ManyProgress",
+    "ManyProgressHook",
+    "ManyResult",
     "NoSuchUploadError",
     "OssError",
     "PartDone",

@@ -121,6 +121,12 @@ LAYERS: dict[str, int] = {
     # the two directions
     "_upload_resume": 6,
     "_uploader": 7,
+    # many files under one budget (issue 11.2): the walker, the manifest, the orchestrator
+    "_manifest": 1,
+    "_many_dir": 4,
+    "_walk": 5,
+    "_many_types": 6,
+    "_many": 7,  # receives upload_file from _client (it cannot import _uploader, same layer)
     "_downloader": 6,
     # facade and tools
     "_client": 8,

@@ -1,0 +1,493 @@
+"""Many files under one budget: the engine behind ``upload_many`` and ``upload_dir``.
+
+Theory of operation
+-------------------
+1. **Listing** is lazy: the files come from the walker (``_walk``, in worker threads, 256
+   at a time) or the caller's iterable, and at most ``files_in_flight`` of them are being
+   handled at once (a semaphore taken before each file's task is created), so memory
+   depends on ``files_in_flight``, not on the number of files; only the manifest index and
+   one small ``FileOutcome`` per file grow with it.
+2. **One budget**: every PutObject, UploadPart and HEAD of every file holds a slot of one
+   ``asyncio.Semaphore(routines)`` for the duration of its request (the ``budget`` passed
+   down to ``upload_file``; FIFO, so parts of different files interleave). Each file may
+   use the whole budget when it is alone.
+3. **Per file**: a file the manifest records with the same key, size, mtime_ns and inode
+   is ``unchanged`` without a request. Otherwise, in sync mode, or on any run that found a
+   manifest (a rerun) and has no checkpoint for that file, HEAD decides: an object with the
+   file's size and CRC-64 is ``unchanged`` and recorded. This closes the window in which a
+   run is killed after OSS acknowledged a file but before the manifest recorded it: the
+   rerun finds the object and sends nothing. Otherwise ``upload_file`` runs, with its
+   checkpoint at ``<checkpoint_dir>/files/<digest>.cp`` when the file needs a multipart
+   upload (or such a checkpoint exists), so a large file resumes part by part.
+4. **Manifest**: acknowledged files are handed to the checkpoint writer of ``_transfer``
+   (one task, atomic rewrites, coalescing), so a kill loses at most the records of the
+   last write's gap, which step 3 recovers by HEAD.
+5. **Outcomes**: a failing file never stops the others unless ``fail_fast``; then the files
+   in flight are cancelled (their checkpoints flushed as on any cancel) and no new one is
+   started. Manifest records of files that no longer exist are reported as ``missing``.
+6. **End**: when no file failed, the checkpoint directory is removed: the manifest, the
+   files directory (stale ``.lock`` files and temporaries of our own naming left by a
+   killed run are removed first, holding the manifest's lock) and the directory itself.
+   A removal that fails is logged as a warning naming the path, never silently ignored.
+   On cancellation the manifest is flushed (shielded, bounded) and ``CancelledError``
+   re-raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence, Sized
+from datetime import UTC, datetime
+from os import PathLike
+from typing import Any, Protocol, cast
+
+from ._errors import CheckpointError, OssError
+from ._fileio import IoRunner, SourceFile, read_optional
+from ._manifest import (
+    Manifest,
+    ManifestEntry,
+    ManifestSnapshot,
+    decode_manifest,
+)
+from ._many_dir import MANIFEST_NAME, file_checkpoint, remove_checkpoint_dir, save_manifest
+from ._many_types import (
+    FileOutcome,
+    ManyEvent,
+    ManyProgressHook,
+    ManyResult,
+    Reporter,
+)
+from ._planner import effective_part_size, validate_part_size
+from ._session import Session, validate_key
+from ._transfer import (
+    _CheckpointWriter,
+    _head_matches,
+    check_routines,
+    clean_up_after_cancel,
+    release_lock,
+    take_lock,
+)
+from ._upload_plan import UploadResult, route_headers
+from ._walk import (
+    GlobFilter,
+    Item,
+    LocalFile,
+    Normalization,
+    WalkIssue,
+    check_root,
+    dir_items,
+    pair_items,
+)
+
+__all__ = ["ManyJob", "UploadOne", "check_many_options", "count_dir", "upload_dir", "upload_many"]
+
+logger = logging.getLogger("aiooss_resume")
+
+_PROGRESS_GAP = 0.2
+
+
+class UploadOne(Protocol):
+    """``_uploader.upload_file`` as ``_client`` hands it over (this layer is below it)."""
+
+    async def __call__(
+        self,
+        client: Session,
+        bucket: str,
+        key: str,
+        file_path: str | PathLike[str],
+        part_size: int,
+        *,
+        routines: int,
+        checkpoint: bool | str | PathLike[str] | None,
+        checkpoint_dir: str | PathLike[str] | None,
+        headers: Mapping[str, str] | None,
+        on_progress: Any,
+        budget: asyncio.Semaphore | None = None,
+    ) -> UploadResult: ...
+
+
+def check_many_options(routines: object, files_in_flight: object, part_size: int) -> None:
+    """Validate the options common to ``upload_many`` and ``upload_dir`` (builtins raised)."""
+    check_routines(routines)
+    if isinstance(files_in_flight, bool) or not isinstance(files_in_flight, int):
+        raise TypeError(f"files_in_flight must be an int, not {type(files_in_flight).__name__}")
+    if not 1 <= files_in_flight <= 10_000:
+        raise ValueError(f"files_in_flight must be between 1 and 10000, got {files_in_flight}")
+    validate_part_size(part_size)
+
+
+class ManyJob(Reporter):
+    """One call of ``upload_many``/``upload_dir``: its state and its phases."""
+
+    def __init__(
+        self,
+        client: Session,
+        bucket: str,
+        upload_one: UploadOne,
+        *,
+        part_size: int,
+        routines: int,
+        files_in_flight: int,
+        checkpoint_dir: str | None,
+        sync: bool,
+        fail_fast: bool,
+        headers: Mapping[str, str] | None,
+        on_progress: Callable[[ManyEvent], Any] | None,
+        identity: str,
+    ) -> None:
+        plan = route_headers(headers, "probe")  # bad headers fail before any request
+        self.client = client
+        self.io: IoRunner = client._io
+        self.bucket = bucket
+        self.upload_one = upload_one
+        self.part_size = part_size
+        self.routines = routines
+        self.files_in_flight = files_in_flight
+        self.cp_dir = os.path.abspath(checkpoint_dir) if checkpoint_dir is not None else None
+        self.sync = sync
+        self.fail_fast = fail_fast
+        self.headers = dict(headers) if headers else None
+        self.head_headers = plan.other
+        doc = f"{client.endpoint}\n{bucket}\n{identity}\n{sorted((headers or {}).items())}"
+        self.fingerprint = hashlib.sha256(doc.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        super().__init__(on_progress)
+        self.budget = asyncio.Semaphore(routines)
+        self.index: dict[str, ManifestEntry] = {}
+        self.seen: set[int] = set()
+        self.next_number = 0
+        self.rerun = False
+        self.writer: _CheckpointWriter[ManifestSnapshot, ManifestEntry] | None = None
+
+    @property
+    def manifest_path(self) -> str:
+        assert self.cp_dir is not None
+        return os.path.join(self.cp_dir, MANIFEST_NAME)
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self, items: AsyncGenerator[Item, None]) -> ManyResult:
+        lock = await take_lock(self.io, self.manifest_path) if self.cp_dir else None
+        try:
+            if self.cp_dir is not None:
+                await self._load_manifest()
+            try:
+                await self._drive(items)
+            except asyncio.CancelledError:
+                await clean_up_after_cancel(self._stop_writer(), "upload_many", "manifest flush")
+                raise
+            except BaseException:
+                await self._stop_writer()
+                raise
+            await self._stop_writer()
+            self._report_missing()
+            if self.hook_error is not None:
+                raise self.hook_error
+            if self.cp_dir is not None and self._ok():
+                problems = await self.io.run(remove_checkpoint_dir, self.cp_dir, self.manifest_path)
+                for problem in problems:
+                    logger.warning("checkpoint directory not removed: %s", problem)
+        finally:
+            release_lock(lock, self.writer)
+            if lock is not None and self.cp_dir is not None and self._ok():
+                try:
+                    os.rmdir(self.cp_dir)  # the lock file is gone: the directory is empty
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    logger.warning(
+                        "checkpoint directory %s not removed: %s",
+                        self.cp_dir,
+                        exc.strerror or exc,
+                    )
+        return self.result()
+
+    async def _load_manifest(self) -> None:
+        data = await self.io.run(read_optional, self.manifest_path)
+        manifest: Manifest | None = None
+        if data is not None:
+            self.rerun = True
+            try:
+                manifest = decode_manifest(data)
+            except CheckpointError as exc:
+                logger.warning(
+                    "manifest %s is damaged (%s): starting over", self.manifest_path, exc
+                )
+            if manifest is not None and manifest.options_fingerprint != self.fingerprint:
+                raise CheckpointError(
+                    f"checkpoint directory {self.cp_dir!r} holds the manifest of another "
+                    "transfer (other source, target or headers); use another directory"
+                )
+        if manifest is None:
+            manifest = Manifest(
+                endpoint=self.client.endpoint,
+                bucket=self.bucket,
+                options_fingerprint=self.fingerprint,
+                created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            )
+        self.index = {entry.key: entry for entry in manifest.files}
+        self.next_number = max((e.number for e in manifest.files), default=-1) + 1
+        self.writer = _CheckpointWriter(
+            self.manifest_path,
+            ManifestSnapshot(),
+            manifest.files,
+            self.io,
+            save_manifest(manifest),
+        )
+        await self.writer.flush(force=True)  # proves the directory writable, before any request
+        self.writer.start()
+
+    async def _stop_writer(self) -> None:
+        if self.writer is not None:
+            await self.writer.stop()
+            await self.writer.flush()
+
+    async def _drive(self, items: AsyncGenerator[Item, None]) -> None:
+        slots = asyncio.Semaphore(self.files_in_flight)
+
+        def release(task: asyncio.Task[None]) -> None:
+            self.tasks.discard(task)
+            slots.release()
+
+        error: Exception | None = None
+        async with asyncio.TaskGroup() as group, contextlib.aclosing(items) as listing:
+            try:
+                async for item in listing:
+                    if self.stopping:
+                        break
+                    if isinstance(item, WalkIssue):
+                        await self._issue(item)
+                        continue
+                    await slots.acquire()
+                    if self._halted():  # fail_fast may have fired while we waited
+                        slots.release()
+                        break
+                    task = group.create_task(self._guarded(item))
+                    self.tasks.add(task)
+                    task.add_done_callback(release)
+            except Exception as exc:  # the listing failed: raised as is, not in a group
+                error = exc
+                self._stop()
+        if error is not None:
+            raise error
+
+    # ------------------------------------------------------------------ one file
+
+    async def _guarded(self, item: LocalFile) -> None:
+        try:
+            outcome = await self._one(item)
+        except asyncio.CancelledError:
+            if not self.stopping:
+                raise
+            outcome = FileOutcome(item.key, item.path, "cancelled", item.size, "fail_fast")
+        except FileNotFoundError as exc:
+            reason = f"deleted before it could be sent ({exc.strerror or exc})"
+            outcome = FileOutcome(item.key, item.path, "missing", item.size, reason)
+        except (OssError, OSError, ValueError, TypeError) as exc:
+            outcome = FileOutcome(item.key, item.path, "failed", item.size, str(exc), exc)
+        except Exception as exc:  # the progress hook's, or a bug: reported, never lost
+            outcome = FileOutcome(item.key, item.path, "failed", item.size, repr(exc), exc)
+        self.in_flight_bytes.pop(item.key, None)
+        await self._finish(outcome)
+
+    async def _one(self, item: LocalFile) -> FileOutcome:
+        entry = self.index.get(item.key)
+        if entry is not None:
+            self.seen.add(entry.number)
+            if (entry.size, entry.mtime_ns, entry.inode) == (item.size, item.mtime_ns, item.inode):
+                return FileOutcome(
+                    item.key, item.path, "unchanged", item.size, "done by an earlier run"
+                )
+        cp_path = self._file_checkpoint(item.key)
+        has_cp = cp_path is not None and await self.io.run(os.path.exists, cp_path)
+        if (self.sync or self.rerun) and not has_cp and await self._matches_remote(item):
+            self._record(item, entry, None)
+            return FileOutcome(
+                item.key, item.path, "unchanged", item.size, "OSS holds the same size and CRC-64"
+            )
+        multipart = item.size >= effective_part_size(item.size, self.part_size)
+        result = await self.upload_one(
+            self.client,
+            self.bucket,
+            item.key,
+            item.path,
+            self.part_size,
+            routines=self.routines,
+            checkpoint=cp_path if (has_cp or multipart) else None,
+            checkpoint_dir=None,
+            headers=self.headers,
+            on_progress=self._file_hook,
+            budget=self.budget,
+        )
+        self._record(item, entry, result.crc64)
+        self.bytes_uploaded += result.size - result.bytes_resumed
+        return FileOutcome(item.key, item.path, "uploaded", item.size, "", None, result)
+
+    def _file_checkpoint(self, key: str) -> str | None:
+        return None if self.cp_dir is None else file_checkpoint(self.cp_dir, key)
+
+    async def _matches_remote(self, item: LocalFile) -> bool:
+        async with self.budget:
+            head = await self.client._head(self.bucket, item.key, self.head_headers)
+        if head is None or head.header("content-length") != str(item.size):
+            return False
+        src = await SourceFile.open(item.path, self.io)
+        try:
+            crc = await src.crc_range(0, item.size)
+        finally:
+            await src.aclose()
+        return _head_matches(head, item.size, crc)
+
+    def _record(self, item: LocalFile, entry: ManifestEntry | None, crc: int | None) -> None:
+        if self.writer is None:
+            return
+        if entry is None:
+            number, self.next_number = self.next_number, self.next_number + 1
+            self.seen.add(number)
+        else:
+            number = entry.number
+        self.writer.record(
+            ManifestEntry(number, item.key, item.size, item.mtime_ns, item.inode, crc or 0)
+        )
+
+    def _report_missing(self) -> None:
+        for key, entry in self.index.items():
+            if entry.number not in self.seen:
+                self.outcomes.append(
+                    FileOutcome(
+                        key,
+                        "",
+                        "missing",
+                        entry.size,
+                        "recorded by an earlier run, no longer listed locally (object kept)",
+                    )
+                )
+
+
+# ---------------------------------------------------------------------- the listings
+
+
+async def count_dir(job: ManyJob, listing: AsyncGenerator[Item, None]) -> None:
+    """Count a second walk's files and bytes into ``job`` (for ``ManyProgress.eta``)."""
+    files = size = 0
+    async with contextlib.aclosing(listing) as items:
+        async for item in items:
+            if isinstance(item, LocalFile):
+                files += 1
+                size += item.size
+    job.files_total, job.bytes_total = files, size
+
+
+# ---------------------------------------------------------------------- entry points
+
+
+async def upload_many(
+    client: Session,
+    bucket: str,
+    upload_one: UploadOne,
+    pairs: Iterable[tuple[str, str | PathLike[str]]],
+    part_size: int,
+    *,
+    routines: int,
+    files_in_flight: int,
+    checkpoint_dir: str | PathLike[str] | None,
+    sync: bool,
+    fail_fast: bool,
+    headers: Mapping[str, str] | None,
+    on_progress: ManyProgressHook | None,
+) -> ManyResult:
+    """See ``Bucket.upload_many``."""
+    check_many_options(routines, files_in_flight, part_size)
+    if isinstance(cast(object, pairs), (str, bytes)) or not isinstance(pairs, Iterable):
+        raise TypeError("upload_many wants an iterable of (key, file_path) pairs")
+    job = ManyJob(
+        client,
+        bucket,
+        upload_one,
+        part_size=part_size,
+        routines=routines,
+        files_in_flight=files_in_flight,
+        checkpoint_dir=None if checkpoint_dir is None else os.fspath(checkpoint_dir),
+        sync=sync,
+        fail_fast=fail_fast,
+        headers=headers,
+        on_progress=on_progress,
+        identity="many",
+    )
+    if isinstance(pairs, Sized):
+        job.files_total = len(pairs)
+    return await job.run(pair_items(client._io, pairs))
+
+
+async def upload_dir(
+    client: Session,
+    bucket: str,
+    upload_one: UploadOne,
+    prefix: str,
+    directory: str | PathLike[str],
+    part_size: int,
+    *,
+    include: Sequence[str],
+    exclude: Sequence[str],
+    follow_symlinks: bool,
+    normalize: Normalization,
+    routines: int,
+    files_in_flight: int,
+    checkpoint_dir: str | PathLike[str] | None,
+    sync: bool,
+    fail_fast: bool,
+    headers: Mapping[str, str] | None,
+    on_progress: ManyProgressHook | None,
+) -> ManyResult:
+    """See ``Bucket.upload_dir``."""
+    check_many_options(routines, files_in_flight, part_size)
+    if not isinstance(prefix, str):
+        raise TypeError("prefix must be a str")
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"  # a prefix names a "directory", as in ossutil cp -r and aws s3 sync
+    if prefix:
+        validate_key(prefix)
+    if normalize not in (None, "NFC", "NFD"):
+        raise ValueError(f"normalize must be None, 'NFC' or 'NFD', got {normalize!r}")
+    filters = GlobFilter(include, exclude)
+    root = await client._io.run(check_root, directory)
+    cp_dir = None if checkpoint_dir is None else os.fspath(checkpoint_dir)
+    identity = repr(("dir", root, prefix, list(include), list(exclude), follow_symlinks, normalize))
+    job = ManyJob(
+        client,
+        bucket,
+        upload_one,
+        part_size=part_size,
+        routines=routines,
+        files_in_flight=files_in_flight,
+        checkpoint_dir=cp_dir,
+        sync=sync,
+        fail_fast=fail_fast,
+        headers=headers,
+        on_progress=on_progress,
+        identity=identity,
+    )
+    job.key_prefix = prefix
+    skip = [job.cp_dir] if job.cp_dir is not None else []
+
+    def listing() -> AsyncGenerator[Item, None]:
+        return dir_items(
+            client._io,
+            root,
+            prefix,
+            filters=filters,
+            follow_symlinks=follow_symlinks,
+            normalize=normalize,
+            skip=skip,
+        )
+
+    counter = asyncio.ensure_future(count_dir(job, listing()))
+    try:
+        return await job.run(listing())
+    finally:
+        counter.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await counter

@@ -1,0 +1,78 @@
+"""The checkpoint directory of a many-file upload (``_many``): its layout and its removal.
+
+``<checkpoint_dir>/manifest.json`` (``_manifest``, written atomically by the checkpoint
+writer through ``save_manifest``) and ``<checkpoint_dir>/files/<digest>.cp``, the ordinary
+checkpoint of each file that needs a multipart upload, named after a digest of its key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+from collections.abc import Callable
+
+from ._fileio import write_atomic
+from ._manifest import Manifest, ManifestSnapshot, encode_manifest
+
+__all__ = ["MANIFEST_NAME", "file_checkpoint", "remove_checkpoint_dir", "save_manifest"]
+
+MANIFEST_NAME = "manifest.json"
+_FILES_DIR = "files"
+# write_atomic's temporaries: ".<name>.<pid>.<8 hex>.tmp" (see _fileio.write_atomic)
+_OUR_TEMP = re.compile(r"^\..+\.\d+\.[0-9a-f]{8}\.tmp$")
+
+
+def file_checkpoint(checkpoint_dir: str, key: str) -> str:
+    """Where the multipart checkpoint of the file uploaded to ``key`` lives."""
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return os.path.join(checkpoint_dir, _FILES_DIR, f"{digest}.cp")
+
+
+def save_manifest(header: Manifest) -> Callable[[str, ManifestSnapshot], None]:
+    """The checkpoint writer's ``save``: ``header`` with the records, encoded, written."""
+
+    def save(path: str, snapshot: ManifestSnapshot) -> None:
+        header.files = snapshot.parts
+        write_atomic(path, encode_manifest(header))
+
+    return save
+
+
+def remove_checkpoint_dir(directory: str, manifest_path: str) -> list[str]:
+    """Remove the checkpoint directory of a finished transfer; the paths that would not go.
+
+    Runs holding the manifest's lock: every temporary and lock file of ours in it is stale.
+    """
+    problems: list[str] = []
+    files_dir = os.path.join(directory, _FILES_DIR)
+
+    def unlink(path: str) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            problems.append(f"{path}: {exc.strerror or exc}")
+
+    for where in (files_dir, directory):
+        try:
+            names = os.listdir(where)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            problems.append(f"{where}: {exc.strerror or exc}")
+            continue
+        for name in names:
+            path = os.path.join(where, name)
+            stale_lock = where == files_dir and name.endswith(".cp.lock")
+            if _OUR_TEMP.match(name) or stale_lock:
+                unlink(path)
+    unlink(manifest_path)
+    with contextlib.suppress(FileNotFoundError):
+        try:
+            os.rmdir(files_dir)
+        except OSError as exc:
+            problems.append(f"{files_dir}: {exc.strerror or exc}")
+    return problems
