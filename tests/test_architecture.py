@@ -127,6 +127,7 @@ LAYERS: dict[str, int] = {
     "_walk": 5,
     "_many_types": 6,
     "_many": 7,  # receives upload_file from _client (it cannot import _uploader, same layer)
+    "_cli_many": 9,  # upload -r; below _cli, which hands it the client and its helpers
     "_downloader": 6,
     # facade and tools
     "_client": 8,
