@@ -53,7 +53,13 @@ from ._manifest import (
     ManifestSnapshot,
     decode_manifest,
 )
-from ._many_dir import MANIFEST_NAME, file_checkpoint, remove_checkpoint_dir, save_manifest
+from ._many_dir import (
+    MANIFEST_NAME,
+    file_checkpoint,
+    kept_checkpoints,
+    remove_checkpoint_dir,
+    save_manifest,
+)
 from ._many_types import (
     FileOutcome,
     ManyEvent,
@@ -161,6 +167,7 @@ class ManyJob(Reporter):
         self.next_number = 0
         self.rerun = False
         self.writer: _CheckpointWriter[ManifestSnapshot, ManifestEntry] | None = None
+        self.kept: set[str] = set()  # per-file checkpoints an earlier run left
 
     @property
     def manifest_path(self) -> str:
@@ -229,6 +236,7 @@ class ManyJob(Reporter):
                 created_at=datetime.now(UTC).isoformat(timespec="seconds"),
             )
         self.index = {entry.key: entry for entry in manifest.files}
+        self.kept = await self.io.run(kept_checkpoints, self.cp_dir)
         self.next_number = max((e.number for e in manifest.files), default=-1) + 1
         self.writer = _CheckpointWriter(
             self.manifest_path,
@@ -302,7 +310,7 @@ class ManyJob(Reporter):
                     item.key, item.path, "unchanged", item.size, "done by an earlier run"
                 )
         cp_path = self._file_checkpoint(item.key)
-        has_cp = cp_path is not None and await self.io.run(os.path.exists, cp_path)
+        has_cp = cp_path is not None and os.path.basename(cp_path) in self.kept
         if (self.sync or self.rerun) and not has_cp and await self._matches_remote(item):
             self._record(item, entry, None)
             return FileOutcome(

@@ -16,7 +16,13 @@ from collections.abc import Callable
 from ._fileio import write_atomic
 from ._manifest import Manifest, ManifestSnapshot, encode_manifest
 
-__all__ = ["MANIFEST_NAME", "file_checkpoint", "remove_checkpoint_dir", "save_manifest"]
+__all__ = [
+    "MANIFEST_NAME",
+    "file_checkpoint",
+    "kept_checkpoints",
+    "remove_checkpoint_dir",
+    "save_manifest",
+]
 
 MANIFEST_NAME = "manifest.json"
 _FILES_DIR = "files"
@@ -28,6 +34,16 @@ def file_checkpoint(checkpoint_dir: str, key: str) -> str:
     """Where the multipart checkpoint of the file uploaded to ``key`` lives."""
     digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
     return os.path.join(checkpoint_dir, _FILES_DIR, f"{digest}.cp")
+
+
+def kept_checkpoints(checkpoint_dir: str) -> set[str]:
+    """The names of the per-file checkpoints in ``checkpoint_dir`` (listed once per run, so
+    no file costs a ``stat`` to learn it has none)."""
+    try:
+        names = os.listdir(os.path.join(checkpoint_dir, _FILES_DIR))
+    except FileNotFoundError:
+        return set()
+    return {name for name in names if name.endswith(".cp")}
 
 
 def save_manifest(header: Manifest) -> Callable[[str, ManifestSnapshot], None]:
