@@ -45,7 +45,7 @@ from datetime import UTC, datetime
 from os import PathLike
 from typing import Any, Protocol, cast
 
-from ._errors import CheckpointError, OssError
+from ._errors import CheckpointError, OssError, ServiceError
 from ._fileio import IoRunner, SourceFile, read_optional
 from ._manifest import (
     Manifest,
@@ -338,8 +338,12 @@ class ManyJob(Reporter):
         return None if self.cp_dir is None else file_checkpoint(self.cp_dir, key)
 
     async def _matches_remote(self, item: LocalFile) -> bool:
-        async with self.budget:
-            head = await self.client._head(self.bucket, item.key, self.head_headers)
+        try:
+            async with self.budget:
+                head = await self.client._head(self.bucket, item.key, self.head_headers)
+        except ServiceError as exc:  # e.g. a key allowed to PUT but not to HEAD: send it
+            logger.debug("HEAD %s failed (%s): uploading it", item.key, exc)
+            return False
         if head is None or head.header("content-length") != str(item.size):
             return False
         src = await SourceFile.open(item.path, self.io)
@@ -383,8 +387,8 @@ async def count_dir(job: ManyJob, listing: AsyncGenerator[Item, None]) -> None:
     files = size = 0
     async with contextlib.aclosing(listing) as items:
         async for item in items:
+            files += 1  # an issue is an outcome too: files_done reaches files_total
             if isinstance(item, LocalFile):
-                files += 1
                 size += item.size
     job.files_total, job.bytes_total = files, size
 

@@ -349,3 +349,19 @@ async def test_stale_temporaries_are_removed_and_leftovers_warned(
         assert (cp / "files" / "notes.txt").read_bytes() == b"mine"
         warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         assert any(str(cp / "files") in m for m in warned), warned
+
+
+async def test_sync_uploads_when_head_is_refused(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    data = _make_tree(src, small=4, large=0)
+    async with OssServer(root=tmp_path / "server", buckets=[BUCKET]) as server:
+        async with make_client(server) as client:
+            assert (await client.bucket(BUCKET).upload_dir("h", src)).ok
+            # A key allowed to PUT but not to HEAD: the file is sent, not failed.
+            server.faults.add(Fault(operation="HeadObject", status=403, code="AccessDenied"))
+            start = len(server.requests)
+            result = await client.bucket(BUCKET).upload_dir("h", src, sync=True)
+        assert result.ok
+        assert (result.count("uploaded"), result.count("unchanged")) == (1, 3)
+        assert sum(_sends(server, start).values()) == 1
+        _assert_all_stored(server, "h/", data)
