@@ -226,6 +226,7 @@ async def upload_tree(
                 fail_fast=args.fail_fast,
                 headers=headers,
                 on_progress=printer,
+                keep_outcomes=False,  # the summary needs the counts and the problems only
             )
         )
         with logging_to(), guard(task) as interrupt:

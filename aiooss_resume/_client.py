@@ -312,6 +312,7 @@ class Bucket:
         fail_fast: bool = False,
         headers: Mapping[str, str] | None = None,
         on_progress: ManyProgressHook | None = None,
+        keep_outcomes: bool = True,
     ) -> ManyResult:
         """Upload many files, given as ``(key, file_path)`` pairs, under one budget.
 
@@ -333,6 +334,8 @@ class Bucket:
             headers: as for ``upload_file``, applied to every object.
             on_progress: receives every file's ``ProgressEvent``s, a ``FileFinished`` per
                 file and ``ManyProgress`` (aggregate bytes, files, ETA).
+            keep_outcomes: False keeps only the outcomes that are not ``uploaded`` or
+                ``unchanged`` (counts stay exact), so memory does not grow with the files.
 
         Returns:
             A ``ManyResult`` with one ``FileOutcome`` per file.
@@ -355,6 +358,7 @@ class Bucket:
             fail_fast=fail_fast,
             headers=headers,
             on_progress=on_progress,
+            keep_outcomes=keep_outcomes,
         )
 
     async def upload_dir(
@@ -374,6 +378,7 @@ class Bucket:
         fail_fast: bool = False,
         headers: Mapping[str, str] | None = None,
         on_progress: ManyProgressHook | None = None,
+        keep_outcomes: bool = True,
     ) -> ManyResult:
         """Upload every file under ``directory`` to ``prefix`` + its relative path.
 
@@ -404,4 +409,5 @@ class Bucket:
             fail_fast=fail_fast,
             headers=headers,
             on_progress=on_progress,
+            keep_outcomes=keep_outcomes,
         )

@@ -311,7 +311,7 @@ class ManyJob(Reporter):
                 )
         cp_path = self._file_checkpoint(item.key)
         has_cp = cp_path is not None and os.path.basename(cp_path) in self.kept
-        if (self.sync or self.rerun) and not has_cp and await self._matches_remote(item):
+        if (self.sync or self.rerun) and not has_cp and await matches_remote(self, item):
             self._record(item, entry, None)
             return FileOutcome(
                 item.key, item.path, "unchanged", item.size, "OSS holds the same size and CRC-64"
@@ -337,22 +337,6 @@ class ManyJob(Reporter):
     def _file_checkpoint(self, key: str) -> str | None:
         return None if self.cp_dir is None else file_checkpoint(self.cp_dir, key)
 
-    async def _matches_remote(self, item: LocalFile) -> bool:
-        try:
-            async with self.budget:
-                head = await self.client._head(self.bucket, item.key, self.head_headers)
-        except ServiceError as exc:  # e.g. a key allowed to PUT but not to HEAD: send it
-            logger.debug("HEAD %s failed (%s): uploading it", item.key, exc)
-            return False
-        if head is None or head.header("content-length") != str(item.size):
-            return False
-        src = await SourceFile.open(item.path, self.io)
-        try:
-            crc = await src.crc_range(0, item.size)
-        finally:
-            await src.aclose()
-        return _head_matches(head, item.size, crc)
-
     def _record(self, item: LocalFile, entry: ManifestEntry | None, crc: int | None) -> None:
         if self.writer is None:
             return
@@ -368,7 +352,7 @@ class ManyJob(Reporter):
     def _report_missing(self) -> None:
         for key, entry in self.index.items():
             if entry.number not in self.seen:
-                self.outcomes.append(
+                self._keep(
                     FileOutcome(
                         key,
                         "",
@@ -380,6 +364,24 @@ class ManyJob(Reporter):
 
 
 # ---------------------------------------------------------------------- the listings
+
+
+async def matches_remote(job: ManyJob, item: LocalFile) -> bool:
+    """Whether the object at ``item.key`` has the file's size and CRC-64 (HEAD, in budget)."""
+    try:
+        async with job.budget:
+            head = await job.client._head(job.bucket, item.key, job.head_headers)
+    except ServiceError as exc:  # e.g. a key allowed to PUT but not to HEAD: send it
+        logger.debug("HEAD %s failed (%s): uploading it", item.key, exc)
+        return False
+    if head is None or head.header("content-length") != str(item.size):
+        return False
+    src = await SourceFile.open(item.path, job.io)
+    try:
+        crc = await src.crc_range(0, item.size)
+    finally:
+        await src.aclose()
+    return _head_matches(head, item.size, crc)
 
 
 async def count_dir(job: ManyJob, listing: AsyncGenerator[Item, None]) -> None:
@@ -410,6 +412,7 @@ async def upload_many(
     fail_fast: bool,
     headers: Mapping[str, str] | None,
     on_progress: ManyProgressHook | None,
+    keep_outcomes: bool = True,
 ) -> ManyResult:
     """See ``Bucket.upload_many``."""
     check_many_options(routines, files_in_flight, part_size)
@@ -429,6 +432,7 @@ async def upload_many(
         on_progress=on_progress,
         identity="many",
     )
+    job.keep_all = keep_outcomes
     if isinstance(pairs, Sized):
         job.files_total = len(pairs)
     return await job.run(pair_items(client._io, pairs))
@@ -453,6 +457,7 @@ async def upload_dir(
     fail_fast: bool,
     headers: Mapping[str, str] | None,
     on_progress: ManyProgressHook | None,
+    keep_outcomes: bool = True,
 ) -> ManyResult:
     """See ``Bucket.upload_dir``."""
     check_many_options(routines, files_in_flight, part_size)
@@ -483,6 +488,7 @@ async def upload_dir(
         identity=identity,
     )
     job.key_prefix = prefix
+    job.keep_all = keep_outcomes
     skip = [job.cp_dir] if job.cp_dir is not None else []
 
     def listing() -> AsyncGenerator[Item, None]:

@@ -7,7 +7,6 @@ checkpoint of each file that needs a multipart upload, named after a digest of i
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
@@ -86,9 +85,10 @@ def remove_checkpoint_dir(directory: str, manifest_path: str) -> list[str]:
             if _OUR_TEMP.match(name) or stale_lock:
                 unlink(path)
     unlink(manifest_path)
-    with contextlib.suppress(FileNotFoundError):
-        try:
-            os.rmdir(files_dir)
-        except OSError as exc:
-            problems.append(f"{files_dir}: {exc.strerror or exc}")
+    try:
+        os.rmdir(files_dir)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        problems.append(f"{files_dir}: {exc.strerror or exc}")
     return problems

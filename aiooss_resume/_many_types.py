@@ -74,18 +74,22 @@ class FileOutcome:
 class ManyResult:
     """The outcome of ``upload_many``/``upload_dir``: one ``FileOutcome`` per file met.
 
-    ``stopped`` is True when ``fail_fast`` ended the transfer early: files not yet
-    started then have no outcome. ``ok`` is True when no file failed (nor was cancelled).
+    With ``keep_outcomes=False`` the outcomes of files uploaded or unchanged are not kept
+    (each was reported by a ``FileFinished`` event), so memory does not grow with the
+    number of files; ``count`` still counts every file. ``stopped`` is True when
+    ``fail_fast`` ended the transfer early: files not yet started then have no outcome.
+    ``ok`` is True when no file failed (nor was cancelled).
     """
 
     outcomes: list[FileOutcome] = field(default_factory=list)
     stopped: bool = False
     bytes_uploaded: int = 0
     seconds: float = 0.0
+    counts: dict[str, int] = field(default_factory=dict)
 
     def count(self, status: FileStatus) -> int:
-        """How many files ended with ``status``."""
-        return sum(1 for o in self.outcomes if o.status == status)
+        """How many files ended with ``status`` (kept in ``outcomes`` or not)."""
+        return self.counts.get(status, 0)
 
     @property
     def failed(self) -> list[FileOutcome]:
@@ -95,9 +99,7 @@ class ManyResult:
     @property
     def ok(self) -> bool:
         """True if no file failed or was cancelled."""
-        return not self.stopped and not any(
-            o.status in ("failed", "cancelled") for o in self.outcomes
-        )
+        return not self.stopped and not self.count("failed") and not self.count("cancelled")
 
 
 class FileFinished(msgspec.Struct, frozen=True, tag=True, kw_only=True):
@@ -146,6 +148,8 @@ class Reporter:
             raise TypeError("on_progress must be callable")
         self.hook = on_progress
         self.outcomes: list[FileOutcome] = []
+        self.counts: dict[str, int] = {}
+        self.keep_all = True  # keep_outcomes: also the uploaded and unchanged ones
         self.bytes_uploaded = 0
         self.stopping = False
         self.hook_error: Exception | None = None
@@ -165,12 +169,18 @@ class Reporter:
             stopped=self.stopping,
             bytes_uploaded=self.bytes_uploaded,
             seconds=time.monotonic() - self.started,
+            counts=dict(self.counts),
         )
 
     def _ok(self) -> bool:
-        return not self.stopping and not any(
-            o.status in ("failed", "cancelled") for o in self.outcomes
+        return (
+            not self.stopping and not self.counts.get("failed") and not self.counts.get("cancelled")
         )
+
+    def _keep(self, outcome: FileOutcome) -> None:
+        self.counts[outcome.status] = self.counts.get(outcome.status, 0) + 1
+        if self.keep_all or outcome.status not in ("uploaded", "unchanged"):
+            self.outcomes.append(outcome)
 
     async def _issue(self, issue: WalkIssue) -> None:
         failed = issue.kind in ("name", "error")
@@ -181,7 +191,7 @@ class Reporter:
         await self._finish(outcome)
 
     async def _finish(self, outcome: FileOutcome) -> None:
-        self.outcomes.append(outcome)
+        self._keep(outcome)
         if outcome.status in ("uploaded", "unchanged"):
             self.bytes_finished += outcome.size
         elif outcome.status == "failed":
@@ -234,7 +244,6 @@ class Reporter:
 
     async def _emit_progress(self) -> None:
         self.last_progress = now = time.monotonic()
-        outcomes = self.outcomes
         elapsed = now - self.started
         done = self.bytes_finished + sum(self.in_flight_bytes.values())
         eta: float | None = None
@@ -242,7 +251,7 @@ class Reporter:
             eta = max(0.0, (self.bytes_total - done) / (done / elapsed))
         await self._emit(
             ManyProgress(
-                files_done=len(outcomes),
+                files_done=sum(self.counts.values()),
                 files_failed=self.files_failed,
                 files_total=self.files_total,
                 bytes_done=done,

@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ._worker import Ticker, _peak_rss, _reset_peak_rss, _rss_now
+from ._worker import GcWatch, Ticker, _peak_rss, _reset_peak_rss, _rss_now
 
 
 async def _ours(job: dict[str, Any]) -> dict[str, Any]:
@@ -38,10 +38,15 @@ async def _ours(job: dict[str, Any]) -> dict[str, Any]:
             routines=job["routines"],
             files_in_flight=job["files_in_flight"],
             checkpoint_dir=job["checkpoint_dir"],
+            keep_outcomes=job["keep_outcomes"],
         )
     if not result.ok:
         raise RuntimeError(f"{len(result.failed)} files failed: {result.failed[:3]}")
-    return {"files": result.count("uploaded"), "bytes": result.bytes_uploaded}
+    return {
+        "files": result.count("uploaded"),
+        "bytes": result.bytes_uploaded,
+        "outcomes_kept": len(result.outcomes),
+    }
 
 
 def _oss2(job: dict[str, Any]) -> dict[str, Any]:
@@ -98,6 +103,13 @@ async def _main(job: dict[str, Any]) -> dict[str, Any]:
     tick_task = asyncio.create_task(ticker.run())
     await asyncio.sleep(0.05)
     gc.collect()
+    ticker.lateness.clear()
+    ticker.late_events.clear()
+    ticker.own.clear()
+    ticker.origin = time.perf_counter()
+    gc_watch = GcWatch()
+    gc_watch.origin = ticker.origin
+    gc.callbacks.append(gc_watch)
     rss_before = _rss_now()
     peak_reset = _reset_peak_rss()
     usage0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -110,6 +122,7 @@ async def _main(job: dict[str, Any]) -> dict[str, Any]:
     usage1 = resource.getrusage(resource.RUSAGE_SELF)
     ticker.stop()
     await tick_task
+    gc.callbacks.remove(gc_watch)
     return {
         "client": job["client"],
         "seconds": seconds,
@@ -119,6 +132,7 @@ async def _main(job: dict[str, Any]) -> dict[str, Any]:
         "rss_peak": _peak_rss(),
         "peak_reset": peak_reset,
         **ticker.summary(),
+        "gc_events": gc_watch.events,
     }
 
 

@@ -5,9 +5,11 @@ the same emulator process (discard store) in the same run: ``--small`` files of
 ``--small-size`` (10,000 x 4 KiB) and ``--large`` files of ``--large-size`` (100 x 8 MiB,
 multipart in ``--part-size`` parts). ``ours`` is ``Bucket.upload_dir`` with one budget of
 ``--routines`` requests and a checkpoint directory (the manifest is written as it goes);
-``oss2`` is a ``ThreadPoolExecutor`` of ``--routines`` threads. Reported: files/s, MiB/s,
-the event loop's lateness (1 ms ticker) and the peak RSS growth. ``--small-counts`` adds
-runs of ours with other numbers of small files, to show how memory grows with the count.
+``oss2`` is a ``ThreadPoolExecutor`` of ``--routines`` threads. Ours keeps only the
+outcomes that are problems (``keep_outcomes=False``, as the CLI does) unless
+``--keep-outcomes``. Reported: files/s, MiB/s, the event loop's lateness (1 ms ticker) and
+the peak RSS growth. ``--small-counts`` adds runs of ours with other numbers of small files,
+to show how memory grows with the count.
 The load average is recorded: on a shared machine, compare the ratios of one run.
 """
 
@@ -63,6 +65,7 @@ def _run(
         "routines": args.routines,
         "files_in_flight": args.files_in_flight,
         "checkpoint_dir": str(cp),
+        "keep_outcomes": args.keep_outcomes,
     }
     cpu0 = server.cpu_seconds()
     result = run_child("benchmarks._many_worker", job, args.timeout)
@@ -153,6 +156,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "files_in_flight": args.files_in_flight,
             "repeat": args.repeat,
             "small_counts": args.small_counts,
+            "keep_outcomes": args.keep_outcomes,
         },
         "note": "shared 2-core machine, loaded by other engineers' test runs: see loadavg",
         "cells": cells,
@@ -170,6 +174,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--files-in-flight", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--small-counts", default="", help="e.g. 2000: ours only, for memory")
+    parser.add_argument(
+        "--keep-outcomes",
+        action="store_true",
+        help="ours keeps every FileOutcome (default: only the problems, as the CLI does)",
+    )
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--results-dir", type=Path, default=None)
     parser.add_argument("--name", default="many")

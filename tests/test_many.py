@@ -365,3 +365,28 @@ async def test_sync_uploads_when_head_is_refused(tmp_path: Path) -> None:
         assert (result.count("uploaded"), result.count("unchanged")) == (1, 3)
         assert sum(_sends(server, start).values()) == 1
         _assert_all_stored(server, "h/", data)
+
+
+async def test_keep_outcomes_false_keeps_only_the_problems(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    data = _make_tree(src, small=20, large=0)
+    os.symlink(src / "s", src / "link")
+    finished: list[oss.FileFinished] = []
+
+    def hook(event: oss.ManyEvent) -> None:
+        if isinstance(event, oss.FileFinished):
+            finished.append(event)
+
+    async with OssServer(root=tmp_path / "server", buckets=[BUCKET]) as server:
+        server.faults.add(Fault(operation="PutObject", nth=5, status=403))
+        async with make_client(server) as client:
+            result = await client.bucket(BUCKET).upload_dir(
+                "o/", src, keep_outcomes=False, on_progress=hook
+            )
+    assert (result.count("uploaded"), result.count("failed"), result.count("skipped")) == (
+        len(data) - 1,
+        1,
+        1,
+    )
+    assert sorted(o.status for o in result.outcomes) == ["failed", "skipped"]
+    assert len(finished) == len(data) + 1  # every file was still reported, as it finished
