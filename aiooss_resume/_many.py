@@ -58,6 +58,7 @@ from ._many_dir import (
     file_checkpoint,
     kept_checkpoints,
     remove_checkpoint_dir,
+    remove_empty_dir,
     save_manifest,
 )
 from ._many_types import (
@@ -178,6 +179,7 @@ class ManyJob(Reporter):
 
     async def run(self, items: AsyncGenerator[Item, None]) -> ManyResult:
         lock = await take_lock(self.io, self.manifest_path) if self.cp_dir else None
+        clean, problems = False, list[str]()
         try:
             if self.cp_dir is not None:
                 await self._load_manifest()
@@ -193,23 +195,15 @@ class ManyJob(Reporter):
             self._report_missing()
             if self.hook_error is not None:
                 raise self.hook_error
-            if self.cp_dir is not None and self._ok():
+            clean = self.cp_dir is not None and self._ok()
+            if clean:
                 problems = await self.io.run(remove_checkpoint_dir, self.cp_dir, self.manifest_path)
-                for problem in problems:
-                    logger.warning("checkpoint directory not removed: %s", problem)
         finally:
             release_lock(lock, self.writer)
-            if lock is not None and self.cp_dir is not None and self._ok():
-                try:
-                    os.rmdir(self.cp_dir)  # the lock file is gone: the directory is empty
-                except FileNotFoundError:
-                    pass
-                except OSError as exc:
-                    logger.warning(
-                        "checkpoint directory %s not removed: %s",
-                        self.cp_dir,
-                        exc.strerror or exc,
-                    )
+        if clean:  # the lock file is gone now: the directory itself can go
+            problems += await self.io.run(remove_empty_dir, self.cp_dir)
+            for problem in problems:
+                logger.warning("checkpoint directory not removed: %s", problem)
         return self.result()
 
     async def _load_manifest(self) -> None:
@@ -311,8 +305,11 @@ class ManyJob(Reporter):
                 )
         cp_path = self._file_checkpoint(item.key)
         has_cp = cp_path is not None and os.path.basename(cp_path) in self.kept
-        if (self.sync or self.rerun) and not has_cp and await matches_remote(self, item):
-            self._record(item, entry, None)
+        remote = (
+            await matches_remote(self, item) if (self.sync or self.rerun) and not has_cp else None
+        )
+        if remote is not None:
+            self._record(item, entry, remote)
             return FileOutcome(
                 item.key, item.path, "unchanged", item.size, "OSS holds the same size and CRC-64"
             )
@@ -366,22 +363,23 @@ class ManyJob(Reporter):
 # ---------------------------------------------------------------------- the listings
 
 
-async def matches_remote(job: ManyJob, item: LocalFile) -> bool:
-    """Whether the object at ``item.key`` has the file's size and CRC-64 (HEAD, in budget)."""
+async def matches_remote(job: ManyJob, item: LocalFile) -> int | None:
+    """The file's CRC-64 if the object at ``item.key`` has its size and CRC-64 (HEAD, in
+    the budget), else None."""
     try:
         async with job.budget:
             head = await job.client._head(job.bucket, item.key, job.head_headers)
     except ServiceError as exc:  # e.g. a key allowed to PUT but not to HEAD: send it
         logger.debug("HEAD %s failed (%s): uploading it", item.key, exc)
-        return False
+        return None
     if head is None or head.header("content-length") != str(item.size):
-        return False
+        return None
     src = await SourceFile.open(item.path, job.io)
     try:
         crc = await src.crc_range(0, item.size)
     finally:
         await src.aclose()
-    return _head_matches(head, item.size, crc)
+    return crc if _head_matches(head, item.size, crc) else None
 
 
 async def count_dir(job: ManyJob, listing: AsyncGenerator[Item, None]) -> None:

@@ -20,6 +20,7 @@ __all__ = [
     "file_checkpoint",
     "kept_checkpoints",
     "remove_checkpoint_dir",
+    "remove_empty_dir",
     "save_manifest",
 ]
 
@@ -94,3 +95,14 @@ def remove_checkpoint_dir(directory: str, manifest_path: str) -> list[str]:
     except OSError as exc:
         problems.append(f"{files_dir}: {exc.strerror or exc}")
     return problems
+
+
+def remove_empty_dir(directory: str) -> list[str]:
+    """``rmdir`` the checkpoint directory once its lock is released; what would not go."""
+    try:
+        os.rmdir(directory)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        return [f"{directory}: {exc.strerror or exc}"]
+    return []
