@@ -9,7 +9,8 @@ multipart in ``--part-size`` parts). ``ours`` is ``Bucket.upload_dir`` with one 
 outcomes that are problems (``keep_outcomes=False``, as the CLI does) unless
 ``--keep-outcomes``. Reported: files/s, MiB/s, the event loop's lateness (1 ms ticker) and
 the peak RSS growth. ``--small-counts`` adds runs of ours with other numbers of small files,
-to show how memory grows with the count.
+to show how memory grows with the count; ``--control`` adds runs of ours without a
+checkpoint directory (``ours-nocp``: no manifest) on the small trees.
 The load average is recorded: on a shared machine, compare the ratios of one run.
 """
 
@@ -57,14 +58,14 @@ def _run(
     cp = tmp / f"cp-{client}-{tag}"
     job = {
         **server.conn(),
-        "client": client,
+        "client": "ours" if client == "ours-nocp" else client,
         "bucket": BUCKET,
         "prefix": f"{client}/{tag}/",
         "dir": str(tree),
         "part_size": parse_size(args.part_size),
         "routines": args.routines,
         "files_in_flight": args.files_in_flight,
-        "checkpoint_dir": str(cp),
+        "checkpoint_dir": None if client == "ours-nocp" else str(cp),
         "keep_outcomes": args.keep_outcomes,
     }
     cpu0 = server.cpu_seconds()
@@ -114,7 +115,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with emulator(tmp / "server") as server:
             for name, (count, size) in trees.items():
                 extra_count = name != f"small-{args.small}" and name.startswith("small-")
-                for client in ("ours",) if extra_count else CLIENTS:
+                clients: tuple[str, ...] = ("ours",) if extra_count else CLIENTS
+                if args.control and name.startswith("small-"):
+                    clients += ("ours-nocp",)
+                for client in clients:
                     runs = [
                         _run(server, tmp, client, tmp / name, args, f"{name}-{rep}")
                         for rep in range(args.repeat)
@@ -142,7 +146,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     for name in {c["tree"] for c in cells}:
         pair = {c["client"]: c for c in cells if c["tree"] == name}
-        if len(pair) == 2:
+        if "ours" in pair and "oss2" in pair:
             ratio = pair["ours"]["files_per_second"] / pair["oss2"]["files_per_second"]
             print(f"{name}: ours / oss2 = {ratio:.2f}x files/s")
     return {
@@ -157,6 +161,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "repeat": args.repeat,
             "small_counts": args.small_counts,
             "keep_outcomes": args.keep_outcomes,
+            "control": args.control,
         },
         "note": "shared 2-core machine, loaded by other engineers' test runs: see loadavg",
         "cells": cells,
@@ -178,6 +183,11 @@ def main(argv: list[str]) -> None:
         "--keep-outcomes",
         action="store_true",
         help="ours keeps every FileOutcome (default: only the problems, as the CLI does)",
+    )
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="also run ours without a checkpoint directory (no manifest) on the small trees",
     )
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--results-dir", type=Path, default=None)
