@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 import re
 import ssl as ssl_module
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from os import PathLike
 from types import TracebackType
 from typing import TYPE_CHECKING, Self, final
@@ -32,16 +32,14 @@ from ._downloader import DownloadResult, download_file
 from ._events import ProgressHook
 from ._fileio import IoRunner
 from ._http import AiohttpTransport, Transport
-from ._many import upload_dir as _upload_dir
-from ._many import upload_many as _upload_many
-from ._many_types import ManyProgressHook, ManyResult
+from ._many import ManyUploads
+from ._many_types import UploadOne
 from ._models import UploadSummary
 from ._planner import DEFAULT_PART_SIZE
 from ._retry import ClockSkew, RetryPolicy
 from ._session import RetryHook, Session, validate_bucket_name, validate_key
 from ._signing import SignatureVersion, is_ip_endpoint_host
 from ._uploader import UploadResult, upload_file
-from ._walk import Normalization
 
 if TYPE_CHECKING:
     import aiohttp
@@ -178,12 +176,18 @@ class Client(Session):
 
 
 @final
-class Bucket:
-    """A bucket of a ``Client``: where uploads go. Create it with ``client.bucket(name)``."""
+class Bucket(ManyUploads):
+    """A bucket of a ``Client``: where uploads go. Create it with ``client.bucket(name)``.
+
+    ``upload_many`` and ``upload_dir`` (many files under one budget) come from
+    ``ManyUploads``."""
 
     def __init__(self, client: Client, name: str) -> None:
         self.client = client
         self.name = name
+
+    def _upload_one(self) -> UploadOne:
+        return upload_file  # the engine upload_many/upload_dir run for each file
 
     def __repr__(self) -> str:
         return f"Bucket({self.name!r}, endpoint={self.client.endpoint!r})"
@@ -299,115 +303,3 @@ class Bucket:
     async def list_uploads(self, prefix: str = "") -> list[UploadSummary]:
         """Every unfinished multipart upload in the bucket whose key starts with ``prefix``."""
         return await self.client._list_uploads(self.name, prefix)
-
-    async def upload_many(
-        self,
-        files: Iterable[tuple[str, str | PathLike[str]]],
-        part_size: int = DEFAULT_PART_SIZE,
-        *,
-        routines: int = 4,
-        files_in_flight: int = 8,
-        checkpoint_dir: str | PathLike[str] | None = None,
-        sync: bool = False,
-        fail_fast: bool = False,
-        headers: Mapping[str, str] | None = None,
-        on_progress: ManyProgressHook | None = None,
-        keep_outcomes: bool = True,
-    ) -> ManyResult:
-        """Upload many files, given as ``(key, file_path)`` pairs, under one budget.
-
-        At most ``routines`` requests (PutObject, UploadPart, HEAD) are in flight at once,
-        across all files, and at most ``files_in_flight`` files are handled at once; the
-        pairs are consumed lazily. A file failing does not stop the others unless
-        ``fail_fast``. See docs/many.md.
-
-        Args:
-            files: ``(key, file_path)`` pairs (any iterable, consumed once).
-            part_size: as for ``upload_file``; smaller files go up with one PutObject.
-            routines: requests in flight across all files, 1 to 1000.
-            files_in_flight: files handled at once, 1 to 10,000.
-            checkpoint_dir: resumable: a manifest of the files done, and each large file's
-                checkpoint, live there; a rerun sends only what is missing or changed.
-                Removed once every file succeeded.
-            sync: skip files whose object already has the same size and CRC-64 (HEAD).
-            fail_fast: stop at the first failed file (the files in flight are cancelled).
-            headers: as for ``upload_file``, applied to every object.
-            on_progress: receives every file's ``ProgressEvent``s, a ``FileFinished`` per
-                file and ``ManyProgress`` (aggregate bytes, files, ETA).
-            keep_outcomes: False keeps only the outcomes that are not ``uploaded`` or
-                ``unchanged`` (counts stay exact), so memory does not grow with the files.
-
-        Returns:
-            A ``ManyResult`` with one ``FileOutcome`` per file.
-
-        Raises:
-            ValueError, TypeError: bad arguments, before any request.
-            CheckpointError: ``checkpoint_dir`` is unusable, locked by another run, or holds
-                another transfer's manifest.
-        """
-        return await _upload_many(
-            self.client,
-            self.name,
-            upload_file,
-            files,
-            part_size,
-            routines=routines,
-            files_in_flight=files_in_flight,
-            checkpoint_dir=checkpoint_dir,
-            sync=sync,
-            fail_fast=fail_fast,
-            headers=headers,
-            on_progress=on_progress,
-            keep_outcomes=keep_outcomes,
-        )
-
-    async def upload_dir(
-        self,
-        prefix: str,
-        directory: str | PathLike[str],
-        part_size: int = DEFAULT_PART_SIZE,
-        *,
-        include: Sequence[str] = (),
-        exclude: Sequence[str] = (),
-        follow_symlinks: bool = False,
-        normalize: Normalization = None,
-        routines: int = 4,
-        files_in_flight: int = 8,
-        checkpoint_dir: str | PathLike[str] | None = None,
-        sync: bool = False,
-        fail_fast: bool = False,
-        headers: Mapping[str, str] | None = None,
-        on_progress: ManyProgressHook | None = None,
-        keep_outcomes: bool = True,
-    ) -> ManyResult:
-        """Upload every file under ``directory`` to ``prefix`` + its relative path.
-
-        Keys use ``/`` separators; ``prefix`` gets a trailing ``/`` if it has none; empty
-        directories are ignored. ``include``/``exclude`` are globs (``*`` stays within a
-        name, ``**`` crosses directories; a pattern without ``/`` matches a name at any
-        depth). Symbolic links are skipped unless ``follow_symlinks`` (loops are reported,
-        never walked). ``normalize`` (``"NFC"``/``"NFD"``) normalises names into keys. The
-        other arguments, the result and the errors are those of ``upload_many``
-        (``FileNotFoundError``/``NotADirectoryError`` for a bad ``directory``, before any
-        request). See docs/many.md.
-        """
-        return await _upload_dir(
-            self.client,
-            self.name,
-            upload_file,
-            prefix,
-            directory,
-            part_size,
-            include=include,
-            exclude=exclude,
-            follow_symlinks=follow_symlinks,
-            normalize=normalize,
-            routines=routines,
-            files_in_flight=files_in_flight,
-            checkpoint_dir=checkpoint_dir,
-            sync=sync,
-            fail_fast=fail_fast,
-            headers=headers,
-            on_progress=on_progress,
-            keep_outcomes=keep_outcomes,
-        )

@@ -43,10 +43,10 @@ import os
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence, Sized
 from datetime import UTC, datetime
 from os import PathLike
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
-from ._errors import CheckpointError, OssError, ServiceError
-from ._fileio import IoRunner, SourceFile, read_optional
+from ._errors import CheckpointError, OssError
+from ._fileio import IoRunner, read_optional
 from ._manifest import (
     Manifest,
     ManifestEntry,
@@ -67,18 +67,20 @@ from ._many_types import (
     ManyProgressHook,
     ManyResult,
     Reporter,
+    UploadOne,
+    check_many_options,
+    count_dir,
+    matches_remote,
 )
-from ._planner import effective_part_size, validate_part_size
+from ._planner import DEFAULT_PART_SIZE, effective_part_size
 from ._session import Session, validate_key
 from ._transfer import (
     _CheckpointWriter,
-    _head_matches,
-    check_routines,
     clean_up_after_cancel,
     release_lock,
     take_lock,
 )
-from ._upload_plan import UploadResult, route_headers
+from ._upload_plan import route_headers
 from ._walk import (
     GlobFilter,
     Item,
@@ -90,41 +92,9 @@ from ._walk import (
     pair_items,
 )
 
-__all__ = ["ManyJob", "UploadOne", "check_many_options", "count_dir", "upload_dir", "upload_many"]
+__all__ = ["ManyJob", "ManyUploads", "upload_dir", "upload_many"]
 
 logger = logging.getLogger("aiooss_resume")
-
-_PROGRESS_GAP = 0.2
-
-
-class UploadOne(Protocol):
-    """``_uploader.upload_file`` as ``_client`` hands it over (this layer is below it)."""
-
-    async def __call__(
-        self,
-        client: Session,
-        bucket: str,
-        key: str,
-        file_path: str | PathLike[str],
-        part_size: int,
-        *,
-        routines: int,
-        checkpoint: bool | str | PathLike[str] | None,
-        checkpoint_dir: str | PathLike[str] | None,
-        headers: Mapping[str, str] | None,
-        on_progress: Any,
-        budget: asyncio.Semaphore | None = None,
-    ) -> UploadResult: ...
-
-
-def check_many_options(routines: object, files_in_flight: object, part_size: int) -> None:
-    """Validate the options common to ``upload_many`` and ``upload_dir`` (builtins raised)."""
-    check_routines(routines)
-    if isinstance(files_in_flight, bool) or not isinstance(files_in_flight, int):
-        raise TypeError(f"files_in_flight must be an int, not {type(files_in_flight).__name__}")
-    if not 1 <= files_in_flight <= 10_000:
-        raise ValueError(f"files_in_flight must be between 1 and 10000, got {files_in_flight}")
-    validate_part_size(part_size)
 
 
 class ManyJob(Reporter):
@@ -305,9 +275,10 @@ class ManyJob(Reporter):
                 )
         cp_path = self._file_checkpoint(item.key)
         has_cp = cp_path is not None and os.path.basename(cp_path) in self.kept
-        remote = (
-            await matches_remote(self, item) if (self.sync or self.rerun) and not has_cp else None
-        )
+        remote = None  # the CRC-64 of a file OSS already holds
+        if (self.sync or self.rerun) and not has_cp:
+            headers = self.head_headers
+            remote = await matches_remote(self.client, self.budget, self.bucket, item, headers)
         if remote is not None:
             self._record(item, entry, remote)
             return FileOutcome(
@@ -360,37 +331,129 @@ class ManyJob(Reporter):
                 )
 
 
-# ---------------------------------------------------------------------- the listings
+# ---------------------------------------------------------------------- the Bucket methods
 
 
-async def matches_remote(job: ManyJob, item: LocalFile) -> int | None:
-    """The file's CRC-64 if the object at ``item.key`` has its size and CRC-64 (HEAD, in
-    the budget), else None."""
-    try:
-        async with job.budget:
-            head = await job.client._head(job.bucket, item.key, job.head_headers)
-    except ServiceError as exc:  # e.g. a key allowed to PUT but not to HEAD: send it
-        logger.debug("HEAD %s failed (%s): uploading it", item.key, exc)
-        return None
-    if head is None or head.header("content-length") != str(item.size):
-        return None
-    src = await SourceFile.open(item.path, job.io)
-    try:
-        crc = await src.crc_range(0, item.size)
-    finally:
-        await src.aclose()
-    return crc if _head_matches(head, item.size, crc) else None
+class ManyUploads:
+    """``Bucket``'s many-file uploads (``Bucket`` mixes this in; see docs/many.md)."""
 
+    client: Session
+    name: str
 
-async def count_dir(job: ManyJob, listing: AsyncGenerator[Item, None]) -> None:
-    """Count a second walk's files and bytes into ``job`` (for ``ManyProgress.eta``)."""
-    files = size = 0
-    async with contextlib.aclosing(listing) as items:
-        async for item in items:
-            files += 1  # an issue is an outcome too: files_done reaches files_total
-            if isinstance(item, LocalFile):
-                size += item.size
-    job.files_total, job.bytes_total = files, size
+    def _upload_one(self) -> UploadOne:
+        raise NotImplementedError  # Bucket hands over _uploader.upload_file (a layer above)
+
+    async def upload_many(
+        self,
+        files: Iterable[tuple[str, str | PathLike[str]]],
+        part_size: int = DEFAULT_PART_SIZE,
+        *,
+        routines: int = 4,
+        files_in_flight: int = 8,
+        checkpoint_dir: str | PathLike[str] | None = None,
+        sync: bool = False,
+        fail_fast: bool = False,
+        headers: Mapping[str, str] | None = None,
+        on_progress: ManyProgressHook | None = None,
+        keep_outcomes: bool = True,
+    ) -> ManyResult:
+        """Upload many files, given as ``(key, file_path)`` pairs, under one budget.
+
+        At most ``routines`` requests (PutObject, UploadPart, HEAD) are in flight at once,
+        across all files, and at most ``files_in_flight`` files are handled at once; the
+        pairs are consumed lazily. A file failing does not stop the others unless
+        ``fail_fast``. See docs/many.md.
+
+        Args:
+            files: ``(key, file_path)`` pairs (any iterable, consumed once).
+            part_size: as for ``upload_file``; smaller files go up with one PutObject.
+            routines: requests in flight across all files, 1 to 1000.
+            files_in_flight: files handled at once, 1 to 10,000.
+            checkpoint_dir: resumable: a manifest of the files done, and each large file's
+                checkpoint, live there; a rerun sends only what is missing or changed.
+                Removed once every file succeeded.
+            sync: skip files whose object already has the same size and CRC-64 (HEAD).
+            fail_fast: stop at the first failed file (the files in flight are cancelled).
+            headers: as for ``upload_file``, applied to every object.
+            on_progress: receives every file's ``ProgressEvent``s, a ``FileFinished`` per
+                file and ``ManyProgress`` (aggregate bytes, files, ETA).
+            keep_outcomes: False keeps only the outcomes that are not ``uploaded`` or
+                ``unchanged`` (counts stay exact), so memory does not grow with the files.
+
+        Returns:
+            A ``ManyResult`` with one ``FileOutcome`` per file.
+
+        Raises:
+            ValueError, TypeError: bad arguments, before any request.
+            CheckpointError: ``checkpoint_dir`` is unusable, locked by another run, or holds
+                another transfer's manifest.
+        """
+        return await upload_many(
+            self.client,
+            self.name,
+            self._upload_one(),
+            files,
+            part_size,
+            routines=routines,
+            files_in_flight=files_in_flight,
+            checkpoint_dir=checkpoint_dir,
+            sync=sync,
+            fail_fast=fail_fast,
+            headers=headers,
+            on_progress=on_progress,
+            keep_outcomes=keep_outcomes,
+        )
+
+    async def upload_dir(
+        self,
+        prefix: str,
+        directory: str | PathLike[str],
+        part_size: int = DEFAULT_PART_SIZE,
+        *,
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+        follow_symlinks: bool = False,
+        normalize: Normalization = None,
+        routines: int = 4,
+        files_in_flight: int = 8,
+        checkpoint_dir: str | PathLike[str] | None = None,
+        sync: bool = False,
+        fail_fast: bool = False,
+        headers: Mapping[str, str] | None = None,
+        on_progress: ManyProgressHook | None = None,
+        keep_outcomes: bool = True,
+    ) -> ManyResult:
+        """Upload every file under ``directory`` to ``prefix`` + its relative path.
+
+        Keys use ``/`` separators; ``prefix`` gets a trailing ``/`` if it has none; empty
+        directories are ignored. ``include``/``exclude`` are globs (``*`` stays within a
+        name, ``**`` crosses directories; a pattern without ``/`` matches a name at any
+        depth). Symbolic links are skipped unless ``follow_symlinks`` (loops are reported,
+        never walked). ``normalize`` (``"NFC"``/``"NFD"``) normalises names into keys. The
+        other arguments, the result and the errors are those of ``upload_many``
+        (``FileNotFoundError``/``NotADirectoryError`` for a bad ``directory``, before any
+        request). See docs/many.md.
+        """
+        return await upload_dir(
+            self.client,
+            self.name,
+            self._upload_one(),
+            prefix,
+            directory,
+            part_size,
+            include=include,
+            exclude=exclude,
+            follow_symlinks=follow_symlinks,
+            normalize=normalize,
+            routines=routines,
+            files_in_flight=files_in_flight,
+            checkpoint_dir=checkpoint_dir,
+            sync=sync,
+            fail_fast=fail_fast,
+            headers=headers,
+            on_progress=on_progress,
+            keep_outcomes=keep_outcomes,
+        )
 
 
 # ---------------------------------------------------------------------- entry points

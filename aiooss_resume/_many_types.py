@@ -11,16 +11,26 @@ Structs like the single-file ones, and arrive with those (each carries its ``key
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, final
+from os import PathLike
+from typing import Any, Literal, Protocol, final
 
 import msgspec
 
+from ._errors import ServiceError
 from ._events import BytesSent, ProgressEvent
+from ._fileio import SourceFile
+from ._planner import validate_part_size
+from ._session import Session
+from ._transfer import _head_matches, check_routines
 from ._upload_plan import UploadResult
-from ._walk import WalkIssue
+from ._walk import Item, LocalFile, WalkIssue
+
+logger = logging.getLogger("aiooss_resume")
 
 __all__ = [
     "FileFinished",
@@ -31,6 +41,10 @@ __all__ = [
     "ManyProgressHook",
     "ManyResult",
     "Reporter",
+    "UploadOne",
+    "check_many_options",
+    "count_dir",
+    "matches_remote",
 ]
 
 _PROGRESS_GAP = 0.2
@@ -261,3 +275,72 @@ class Reporter:
                 eta=eta,
             )
         )
+
+
+# ---------------------------------------------------------------------- helpers of _many
+
+
+class UploadOne(Protocol):
+    """``_uploader.upload_file`` as ``_client`` hands it over (this layer is below it)."""
+
+    async def __call__(
+        self,
+        client: Session,
+        bucket: str,
+        key: str,
+        file_path: str | PathLike[str],
+        part_size: int,
+        *,
+        routines: int,
+        checkpoint: bool | str | PathLike[str] | None,
+        checkpoint_dir: str | PathLike[str] | None,
+        headers: Mapping[str, str] | None,
+        on_progress: Any,
+        budget: asyncio.Semaphore | None = None,
+    ) -> UploadResult: ...
+
+
+def check_many_options(routines: object, files_in_flight: object, part_size: int) -> None:
+    """Validate the options common to ``upload_many`` and ``upload_dir`` (builtins raised)."""
+    check_routines(routines)
+    if isinstance(files_in_flight, bool) or not isinstance(files_in_flight, int):
+        raise TypeError(f"files_in_flight must be an int, not {type(files_in_flight).__name__}")
+    if not 1 <= files_in_flight <= 10_000:
+        raise ValueError(f"files_in_flight must be between 1 and 10000, got {files_in_flight}")
+    validate_part_size(part_size)
+
+
+async def matches_remote(
+    client: Session,
+    budget: asyncio.Semaphore,
+    bucket: str,
+    item: LocalFile,
+    headers: Mapping[str, str],
+) -> int | None:
+    """The file's CRC-64 if the object at ``item.key`` has its size and CRC-64 (HEAD, in
+    the budget), else None."""
+    try:
+        async with budget:
+            head = await client._head(bucket, item.key, headers)
+    except ServiceError as exc:  # e.g. a key allowed to PUT but not to HEAD: send it
+        logger.debug("HEAD %s failed (%s): uploading it", item.key, exc)
+        return None
+    if head is None or head.header("content-length") != str(item.size):
+        return None
+    src = await SourceFile.open(item.path, client._io)
+    try:
+        crc = await src.crc_range(0, item.size)
+    finally:
+        await src.aclose()
+    return crc if _head_matches(head, item.size, crc) else None
+
+
+async def count_dir(job: Reporter, listing: AsyncGenerator[Item, None]) -> None:
+    """Count a second walk's files and bytes into ``job`` (for ``ManyProgress.eta``)."""
+    files = size = 0
+    async with contextlib.aclosing(listing) as items:
+        async for item in items:
+            files += 1  # an issue is an outcome too: files_done reaches files_total
+            if isinstance(item, LocalFile):
+                size += item.size
+    job.files_total, job.bytes_total = files, size
