@@ -103,6 +103,7 @@ async def _main(job: dict[str, Any]) -> dict[str, Any]:
     tick_task = asyncio.create_task(ticker.run())
     await asyncio.sleep(0.05)
     gc.collect()
+    await asyncio.sleep(0.01)  # let the tick that spanned gc.collect() land before clearing
     ticker.lateness.clear()
     ticker.late_events.clear()
     ticker.own.clear()
