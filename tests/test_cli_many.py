@@ -159,3 +159,28 @@ def test_ctrl_c_keeps_the_checkpoint_and_prints_the_resume_command(
         assert server.read_object(BUCKET, "c/" + rel) == blob
     assert not Path(f"{src}.cp").exists()
     assert out is not None
+
+
+def test_fail_fast_and_no_checkpoint_in_process(
+    tmp_path: Path,
+    server: ThreadedOssServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name, value in cli_env(server).items():
+        monkeypatch.setenv(name, value)
+    src = tmp_path / "src"
+    _tree(src, n=30)
+    server.faults.add(Fault(operation="PutObject", nth=2, status=403, code="AccessDenied"))
+    server.faults.add(Fault(operation="PutObject", delay=0.02, times=None))
+    target = f"oss://{BUCKET}/ff/"
+    code = main(["upload", "-r", str(src), target, "--fail-fast", "--no-checkpoint", "-q"])
+    out, err = capsys.readouterr()
+    assert code == 2, err
+    assert out == ""  # --quiet: only the failures, on stderr
+    assert err.count("failed: ") == 1 and "AccessDenied" in err
+    assert not Path(f"{src}.cp").exists()  # --no-checkpoint: nothing kept
+    uploaded = sum(
+        1 for r in list(server.requests) if r.operation == "PutObject" and r.status == 200
+    )
+    assert uploaded < 29  # --fail-fast stopped the transfer early
