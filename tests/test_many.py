@@ -390,3 +390,31 @@ async def test_keep_outcomes_false_keeps_only_the_problems(tmp_path: Path) -> No
     )
     assert sorted(o.status for o in result.outcomes) == ["failed", "skipped"]
     assert len(finished) == len(data) + 1  # every file was still reported, as it finished
+
+
+async def test_damaged_manifest_starts_over_without_resending_and_foreign_one_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    src = tmp_path / "src"
+    data = _make_tree(src, small=8, large=0)
+    cp = tmp_path / "cp"
+    async with OssServer(root=tmp_path / "server", buckets=[BUCKET]) as server:
+        server.faults.add(Fault(operation="PutObject", nth=4, status=403))
+        async with make_client(server) as client:
+            first = await client.bucket(BUCKET).upload_dir("m/", src, checkpoint_dir=cp)
+            assert len(first.failed) == 1
+            manifest = cp / "manifest.json"
+            manifest.write_bytes(manifest.read_bytes()[:-20])  # torn: the checksum fails
+            start = len(server.requests)
+            with caplog.at_level(logging.WARNING, logger="aiooss_resume"):
+                second = await client.bucket(BUCKET).upload_dir("m/", src, checkpoint_dir=cp)
+            assert second.ok
+            assert any("damaged" in r.getMessage() for r in caplog.records)
+            # Nothing stored is sent again: HEAD recognises the 7 objects run 1 stored.
+            assert sum(_sends(server, start).values()) == 1
+            _assert_all_stored(server, "m/", data)
+            # A checkpoint directory holding another transfer's manifest is refused.
+            server.faults.add(Fault(operation="PutObject", nth=1, status=403))
+            await client.bucket(BUCKET).upload_dir("other/", src, checkpoint_dir=cp)
+            with pytest.raises(oss.CheckpointError, match="another transfer"):
+                await client.bucket(BUCKET).upload_dir("m2/", src, checkpoint_dir=cp)
