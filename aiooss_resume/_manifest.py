@@ -117,6 +117,14 @@ class ManifestEncoder:
     def encode(self, manifest: Manifest) -> bytearray:
         """The same document as ``encode_manifest(manifest)``, in the reused buffer."""
         head_length = len(self._head("0" * 64))
+        try:
+            self._buffer.append(0)  # BufferError, changing nothing, if a view is held
+            del self._buffer[-1]
+        except BufferError:
+            # Something still holds a view of the last document (a frame kept by a
+            # traceback or a profiler keeps write_atomic's memoryview alive): that buffer
+            # is left to its holder, untouched, and a new one is used.
+            self._buffer = bytearray()
         _encoder.encode_into(manifest, self._buffer, head_length)
         digest = hashlib.sha256(memoryview(self._buffer)[head_length:]).hexdigest()
         self._buffer[:head_length] = self._head(digest)

@@ -62,3 +62,20 @@ def test_the_file_is_plain_json_with_compact_records() -> None:
     doc = json.loads(encode_manifest(_manifest(1)))
     assert doc["format"] == "aiooss_resume.manifest" and doc["version"] == 1
     assert doc["payload"]["files"] == [[0, "k/0.txt", 0, 10**18, 1000, 2**64 - 1]]
+
+
+def test_encoder_survives_a_view_still_held_on_its_last_document() -> None:
+    # A frame kept alive by a traceback or a profiler keeps write_atomic's memoryview, and
+    # a bytearray with a live view cannot be resized: the next rewrite must still work.
+    encoder = ManifestEncoder()
+    first = encoder.encode(_manifest(3))
+    held = memoryview(first)
+    snapshot = bytes(held)
+    second = encoder.encode(_manifest(50))
+    assert bytes(second) == encode_manifest(_manifest(50))
+    assert bytes(held) == snapshot  # the holder's view is untouched
+    # A smaller document would fit without a resize: the held view must not be overwritten.
+    held_again = memoryview(second)
+    again = bytes(held_again)
+    assert bytes(encoder.encode(_manifest(2))) == encode_manifest(_manifest(2))
+    assert bytes(held_again) == again
