@@ -50,6 +50,15 @@ from ._headers import (
     StorageClass,
 )
 from ._http import HttpRequest, HttpResponse, Transport
+from ._many_types import (
+    FileFinished,
+    FileOutcome,
+    FileStatus,
+    ManyEvent,
+    ManyProgress,
+    ManyProgressHook,
+    ManyResult,
+)
 from ._models import UploadSummary
 from ._retry import RetryPolicy
 from ._stream import DEFAULT_STREAM_PART_SIZE
@@ -71,11 +80,18 @@ __all__ = [  # noqa: RUF022 (plainly sorted, as tests/test_architecture.py check
     "DownloadResult",
     "EnvironmentCredentialsProvider",
     "FileChangedError",
+    "FileFinished",
+    "FileOutcome",
+    "FileStatus",
     "HttpRequest",
     "HttpResponse",
     "IntegrityError",
     "MAX_TRAFFIC_LIMIT",
     "MIN_TRAFFIC_LIMIT",
+    "ManyEvent",
+    "ManyProgress",
+    "ManyProgressHook",
+    "ManyResult",
     "NoSuchUploadError",
     "ObjectOptions",
     "OssError",

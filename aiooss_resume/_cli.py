@@ -85,6 +85,7 @@ from ._checkpoint import (
     decode_checkpoint,
     decode_download_checkpoint,
 )
+from ._cli_many import add_many_arguments, upload_tree
 from ._client import validate_bucket_name, validate_key
 from ._downloader import DownloadResult, download_checkpoint_path
 from ._planner import MAX_PART_SIZE, MIN_PART_SIZE
@@ -682,6 +683,26 @@ class _Interrupt:
 
 
 async def _cmd_upload(args: argparse.Namespace, io: _Io) -> int:
+    if args.recursive:  # upload -r DIR oss://BUCKET/PREFIX/ (issue 11.2): see _cli_many
+        if isinstance(args.checkpoint, str):
+            raise UsageError("-r keeps a checkpoint directory: use --checkpoint-dir DIR")
+        bucket_name, prefix = _target(args.target, key_required=False)
+        return await upload_tree(
+            args,
+            io.stdout,
+            io.stderr,
+            _client(args),
+            bucket=bucket_name,
+            prefix=prefix,
+            mode=_progress_mode(args, io.stdout),
+            describe=describe_error,
+            guard=_Interrupt,
+            logging_to=lambda: _library_logging(None, io.stderr, args.quiet),
+            resume_command=_resume_command(io.prog, args),
+            headers=_parse_headers(args.header),
+            exit_interrupted=EXIT_INTERRUPTED,
+            exit_aborted=EXIT_ABORTED,
+        )
     bucket_name, key = _target(args.target)
     headers = _parse_headers(args.header)
     if args.checkpoint_dir and args.checkpoint is False:
@@ -1517,6 +1538,7 @@ def build_parser(prog: str = "aiooss-resume") -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="seconds between progress lines (default 0.1 on a terminal, else 3)",
     )
+    add_many_arguments(up)  # upload -r DIR (issue 11.2, _cli_many)
     up.set_defaults(handler=_cmd_upload, parser=up)
 
     ab = sub.add_parser(

@@ -33,6 +33,8 @@ from ._events import ProgressHook
 from ._fileio import IoRunner
 from ._headers import ObjectOptions
 from ._http import AiohttpTransport, Transport
+from ._many import ManyUploads
+from ._many_types import UploadOne
 from ._models import UploadSummary
 from ._planner import DEFAULT_PART_SIZE
 from ._retry import ClockSkew, RetryPolicy
@@ -177,12 +179,18 @@ class Client(Session):
 
 
 @final
-class Bucket:
-    """A bucket of a ``Client``: where uploads go. Create it with ``client.bucket(name)``."""
+class Bucket(ManyUploads):
+    """A bucket of a ``Client``: where uploads go. Create it with ``client.bucket(name)``.
+
+    ``upload_many`` and ``upload_dir`` (many files under one budget) come from
+    ``ManyUploads``."""
 
     def __init__(self, client: Client, name: str) -> None:
         self.client = client
         self.name = name
+
+    def _upload_one(self) -> UploadOne:
+        return upload_file  # the engine upload_many/upload_dir run for each file
 
     def __repr__(self) -> str:
         return f"Bucket({self.name!r}, endpoint={self.client.endpoint!r})"

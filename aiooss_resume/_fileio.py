@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import errno
 import functools
+import logging
 import os
 import secrets
 import stat
@@ -312,7 +313,7 @@ def refuse_symlink(path: str) -> None:
         )
 
 
-def write_atomic(path: str, data: bytes) -> None:
+def write_atomic(path: str, data: bytes | bytearray) -> None:
     """Replace ``path`` with ``data`` atomically and durably (tmp, fsync, rename, dir fsync).
 
     A symbolic link at ``path`` is refused (``CheckpointError``), never replaced or followed.
@@ -440,8 +441,14 @@ class CheckpointLock:
         with contextlib.suppress(OSError):
             for entry in os.scandir(directory or "."):
                 if entry.name.startswith(prefix) and entry.name.endswith(".tmp"):
-                    with contextlib.suppress(OSError):
+                    try:
                         os.unlink(entry.path)
+                    except FileNotFoundError:
+                        pass
+                    except OSError as exc:  # a cleanup that fails is said, never silent
+                        logging.getLogger("aiooss_resume").warning(
+                            "stale temporary file %s not removed: %s", entry.path, exc
+                        )
 
     def release(self) -> None:
         fd, self._fd = self._fd, -1

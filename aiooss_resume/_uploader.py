@@ -55,6 +55,7 @@ Theory of operation
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import Mapping
@@ -120,8 +121,10 @@ async def upload_file(
     headers: Mapping[str, str] | None,
     on_progress: ProgressHook | None,
     options: ObjectOptions | None = None,
+    budget: asyncio.Semaphore | None = None,
 ) -> UploadResult:
-    """See ``Bucket.upload_file``."""
+    """See ``Bucket.upload_file``. ``budget``: a semaphore shared with other uploads
+    (``upload_many``), held by each PutObject/UploadPart request on top of ``routines``."""
     validate_key(key)
     validate_part_size(part_size)
     check_routines(routines)
@@ -153,6 +156,7 @@ async def upload_file(
         client, bucket, key, path, part_size, routines, cp_path, plan_headers, on_progress
     )
     job.adoption = adoption
+    job.budget = budget
     return await job.run()
 
 
@@ -166,6 +170,8 @@ def _encode_and_write(path: str, checkpoint: Checkpoint) -> None:
 
 class _Upload(_Resume):
     """One call of ``upload_file``: its phases, in the order they run."""
+
+    budget: asyncio.Semaphore | None = None  # routines shared by many uploads (_many)
 
     # ------------------------------------------------------------------ entry
 
@@ -201,11 +207,12 @@ class _Upload(_Resume):
             )
         )
         # A lost answer then a forbid-overwrite 409: ours if HEAD shows our bytes (_put_once).
-        resp, verified = await put_object_once(
-            self.client, self.bucket, self.key, body, size, self.headers.put, body.check,
-            self._retry_hook(1), fatal=body.fatal, head_headers=self.headers.other,
-            sent_crc=lambda: self.src.crc_range(0, size),
-        )  # fmt: skip
+        async with self.budget or contextlib.nullcontext():
+            resp, verified = await put_object_once(
+                self.client, self.bucket, self.key, body, size, self.headers.put, body.check,
+                self._retry_hook(1), fatal=body.fatal, head_headers=self.headers.other,
+                sent_crc=lambda: self.src.crc_range(0, size),
+            )  # fmt: skip
         if body.failure is not None:  # the hook failed after the last byte was sent
             body.failure.add_note(f"(oss://{self.bucket}/{self.key} was stored nevertheless)")
             raise body.failure
@@ -351,18 +358,19 @@ class _Upload(_Resume):
     ) -> None:
         assert self.upload_id is not None
         body = _Body(self, planned.number, planned.offset, planned.size)
-        resp = await self.client._upload_part(
-            self.bucket,
-            self.key,
-            self.upload_id,
-            planned.number,
-            body,
-            planned.size,
-            self.headers.part,
-            body.check,
-            self._retry_hook(planned.number),
-            fatal=body.fatal,
-        )
+        async with self.budget or contextlib.nullcontext():
+            resp = await self.client._upload_part(
+                self.bucket,
+                self.key,
+                self.upload_id,
+                planned.number,
+                body,
+                planned.size,
+                self.headers.part,
+                body.check,
+                self._retry_hook(planned.number),
+                fatal=body.fatal,
+            )
         etag = resp.header("etag")
         if not etag:
             raise ProtocolError(f"UploadPart {planned.number} answered without an ETag")

@@ -127,6 +127,13 @@ LAYERS: dict[str, int] = {
     "_stream": 7,  # the stream upload, on the upload engine's resume phases
     "_download_range": 6,  # one range of a download, and the repair of a bad file
     "_downloader": 7,
+    # many files under one budget (issue 11.2): the walker, the manifest, the orchestrator
+    "_manifest": 1,
+    "_many_dir": 4,
+    "_walk": 5,
+    "_many_types": 6,
+    "_many": 7,  # receives upload_file from _client (it cannot import _uploader, same layer)
+    "_cli_many": 9,  # upload -r; below _cli, which hands it the client and its helpers
     # facade and tools
     "_client": 8,
     "__init__": 9,

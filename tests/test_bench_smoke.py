@@ -100,3 +100,34 @@ def test_download_benchmark_smoke(tmp_path: Path) -> None:
     assert doc["memory"][0]["part_size"] == 2 * 1024 * 1024
     assert "Ratios (same run)" in proc.stdout
     assert not list((ROOT / "benchmarks" / "results").glob("download-4MiB*"))
+
+
+@pytest.mark.sdk
+@pytest.mark.timeout(180)
+def test_many_benchmark_smoke(tmp_path: Path) -> None:
+    """``benchmarks many`` (issue 11.2) at toy scale: it runs both clients and writes its JSON."""
+    command = [sys.executable, "-m", "benchmarks", "many", "--small", "40", "--large", "2"]
+    command += ["--large-size", "300KiB", "--part-size", "100KiB", "--repeat", "1"]
+    command += ["--small-counts", "20", "--results-dir", str(tmp_path)]
+    proc = subprocess.run(
+        command,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=150,
+        check=False,
+        env={**os.environ, "BENCH_TMPDIR": str(tmp_path)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads((tmp_path / "many.json").read_text())
+    cells = {(c["tree"], c["client"]): c for c in doc["cells"]}
+    assert set(cells) == {
+        ("small-40", "ours"),
+        ("small-40", "oss2"),
+        ("large-2", "ours"),
+        ("large-2", "oss2"),
+        ("small-20", "ours"),
+    }
+    assert cells[("small-40", "ours")]["files"] == 40
+    assert cells[("large-2", "oss2")]["bytes"] == 2 * 300 * 1024
+    assert all(len(c["runs"][0]["loadavg"]) == 3 for c in doc["cells"])

@@ -1,0 +1,146 @@
+"""One directory upload in a fresh process: ``python -m benchmarks._many_worker '<json job>'``.
+
+Prints one JSON line: wall seconds, files and bytes uploaded, CPU seconds, the RSS before
+and the peak RSS during the upload, and the lateness of a 1 ms ticker on the event loop
+(``benchmarks._worker.Ticker``). ``ours`` runs ``Bucket.upload_dir`` on that loop; ``oss2``
+runs a ``ThreadPoolExecutor`` of ``routines`` threads (PutObject for small files,
+``resumable_upload`` with one thread per file for large ones) in ``asyncio.to_thread``, as
+an asyncio application would call it, so its lateness is GIL contention.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import resource
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ._worker import GcWatch, Ticker, _peak_rss, _reset_peak_rss, _rss_now
+
+
+async def _ours(job: dict[str, Any]) -> dict[str, Any]:
+    import aiooss_resume
+
+    async with aiooss_resume.Client(
+        job["endpoint"],
+        credentials=aiooss_resume.Credentials(job["access_key_id"], job["access_key_secret"]),
+        region=job["region"],
+    ) as client:
+        result = await client.bucket(job["bucket"]).upload_dir(
+            job["prefix"],
+            job["dir"],
+            job["part_size"],
+            routines=job["routines"],
+            files_in_flight=job["files_in_flight"],
+            checkpoint_dir=job["checkpoint_dir"],
+            keep_outcomes=job["keep_outcomes"],
+        )
+    if not result.ok:
+        raise RuntimeError(f"{len(result.failed)} files failed: {result.failed[:3]}")
+    return {
+        "files": result.count("uploaded"),
+        "bytes": result.bytes_uploaded,
+        "outcomes_kept": len(result.outcomes),
+    }
+
+
+def _oss2(job: dict[str, Any]) -> dict[str, Any]:
+    import oss2
+
+    bucket = oss2.Bucket(
+        oss2.AuthV4(job["access_key_id"], job["access_key_secret"]),
+        job["endpoint"],
+        job["bucket"],
+        region=job["region"],
+    )
+    store = oss2.ResumableStore(root=job["checkpoint_dir"])
+    root = job["dir"]
+    part_size = job["part_size"]
+
+    def one(path: str) -> int:
+        key = job["prefix"] + os.path.relpath(path, root).replace(os.sep, "/")
+        size = os.path.getsize(path)
+        if size < part_size:
+            bucket.put_object_from_file(key, path)
+        else:
+            oss2.resumable_upload(
+                bucket,
+                key,
+                path,
+                store=store,
+                multipart_threshold=part_size,
+                part_size=part_size,
+                num_threads=1,
+            )
+        return size
+
+    def paths() -> Any:
+        for directory, dirs, names in os.walk(root):
+            dirs.sort()
+            for name in sorted(names):
+                yield os.path.join(directory, name)
+
+    files = total = 0
+    with ThreadPoolExecutor(max_workers=job["routines"]) as pool:
+        for size in pool.map(one, paths()):
+            files += 1
+            total += size
+    return {"files": files, "bytes": total}
+
+
+async def _main(job: dict[str, Any]) -> dict[str, Any]:
+    # Import before the ticker starts: an import is not the upload's lateness.
+    if job["client"] == "ours":
+        import aiooss_resume  # noqa: F401
+    else:
+        import oss2  # noqa: F401
+    ticker = Ticker()
+    tick_task = asyncio.create_task(ticker.run())
+    await asyncio.sleep(0.05)
+    gc.collect()
+    await asyncio.sleep(0.01)  # let the tick that spanned gc.collect() land before clearing
+    ticker.lateness.clear()
+    ticker.late_events.clear()
+    ticker.own.clear()
+    ticker.origin = time.perf_counter()
+    gc_watch = GcWatch()
+    gc_watch.origin = ticker.origin
+    gc.callbacks.append(gc_watch)
+    rss_before = _rss_now()
+    peak_reset = _reset_peak_rss()
+    usage0 = resource.getrusage(resource.RUSAGE_SELF)
+    start = time.perf_counter()
+    if job["client"] == "ours":
+        counts = await _ours(job)
+    else:
+        counts = await asyncio.to_thread(_oss2, job)
+    seconds = time.perf_counter() - start
+    usage1 = resource.getrusage(resource.RUSAGE_SELF)
+    ticker.stop()
+    await tick_task
+    gc.callbacks.remove(gc_watch)
+    return {
+        "client": job["client"],
+        "seconds": seconds,
+        **counts,
+        "cpu_seconds": (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime),
+        "rss_before": rss_before,
+        "rss_peak": _peak_rss(),
+        "peak_reset": peak_reset,
+        **ticker.summary(),
+        "gc_events": gc_watch.events,
+    }
+
+
+def main() -> None:
+    job = json.loads(sys.argv[1])
+    print(json.dumps(asyncio.run(_main(job))))
+
+
+if __name__ == "__main__":
+    main()

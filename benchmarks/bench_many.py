@@ -1,0 +1,198 @@
+"""Many files: ``python -m benchmarks many [--small 10000] [--large 100] [--large-size 8MiB]``.
+
+Two trees, uploaded by each client in turn (fresh child process each, ``_many_worker``) to
+the same emulator process (discard store) in the same run: ``--small`` files of
+``--small-size`` (10,000 x 4 KiB) and ``--large`` files of ``--large-size`` (100 x 8 MiB,
+multipart in ``--part-size`` parts). ``ours`` is ``Bucket.upload_dir`` with one budget of
+``--routines`` requests and a checkpoint directory (the manifest is written as it goes);
+``oss2`` is a ``ThreadPoolExecutor`` of ``--routines`` threads. Ours keeps only the
+outcomes that are problems (``keep_outcomes=False``, as the CLI does) unless
+``--keep-outcomes``. Reported: files/s, MiB/s, the event loop's lateness (1 ms ticker) and
+the peak RSS growth. ``--small-counts`` adds runs of ours with other numbers of small files,
+to show how memory grows with the count; ``--control`` adds runs of ours without a
+checkpoint directory (``ours-nocp``: no manifest) on the small trees.
+The load average is recorded: on a shared machine, compare the ratios of one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from ._common import (
+    MiB,
+    emulator,
+    median,
+    parse_ints,
+    parse_size,
+    print_table,
+    run_child,
+    save_results,
+    temp_dir,
+)
+
+BUCKET = "bench"
+CLIENTS = ("ours", "oss2")
+
+
+def _make_tree(root: Path, count: int, size: int, seed: int) -> None:
+    block = os.urandom(min(size, 1 * MiB))
+    for i in range(count):
+        directory = root / f"d{i // 500:03}"
+        if i % 500 == 0:
+            directory.mkdir(parents=True, exist_ok=True)
+        with open(directory / f"f{i:05}.bin", "wb") as f:
+            written = 0
+            head = (seed * 1_000_003 + i).to_bytes(8, "little")
+            while written < size:
+                chunk = (head + block)[: size - written]
+                f.write(chunk)
+                written += len(chunk)
+
+
+def _run(
+    server: Any, tmp: Path, client: str, tree: Path, args: argparse.Namespace, tag: str
+) -> dict[str, Any]:
+    cp = tmp / f"cp-{client}-{tag}"
+    job = {
+        **server.conn(),
+        "client": "ours" if client == "ours-nocp" else client,
+        "bucket": BUCKET,
+        "prefix": f"{client}/{tag}/",
+        "dir": str(tree),
+        "part_size": parse_size(args.part_size),
+        "routines": args.routines,
+        "files_in_flight": args.files_in_flight,
+        "checkpoint_dir": None if client == "ours-nocp" else str(cp),
+        "keep_outcomes": args.keep_outcomes,
+    }
+    cpu0 = server.cpu_seconds()
+    result = run_child("benchmarks._many_worker", job, args.timeout)
+    result["server_cpu"] = server.cpu_seconds() - cpu0
+    result["loadavg"] = [round(x, 2) for x in os.getloadavg()]
+    result["files_per_second"] = result["files"] / result["seconds"]
+    result["mib_per_second"] = result["bytes"] / MiB / result["seconds"]
+    result["rss_growth"] = result["rss_peak"] - result["rss_before"]
+    print(
+        f"  {client:>4} {tag:<14}: {result['files_per_second']:8.0f} files/s "
+        f"{result['mib_per_second']:7.1f} MiB/s, late max {result['lateness_max_ms']:6.1f} ms "
+        f"p99 {result['lateness_p99_ms']:5.1f} ms own {result['lateness_own_max_ms']:5.1f} ms, "
+        f"RSS +{result['rss_growth'] / MiB:6.1f} MiB, "
+        f"load {result['loadavg'][0]}",
+        flush=True,
+    )
+    return result
+
+
+def _summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "files": runs[0]["files"],
+        "bytes": runs[0]["bytes"],
+        "files_per_second": median([r["files_per_second"] for r in runs]),
+        "mib_per_second": median([r["mib_per_second"] for r in runs]),
+        "lateness_max_ms": max(r["lateness_max_ms"] for r in runs),
+        "lateness_p99_ms": median([r["lateness_p99_ms"] for r in runs]),
+        "lateness_own_max_ms": max(r["lateness_own_max_ms"] for r in runs),
+        "ticks_over_20ms": sum(r["ticks_over_20ms"] for r in runs),
+        "rss_growth": median([r["rss_growth"] for r in runs]),
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    small_size = parse_size(args.small_size)
+    large_size = parse_size(args.large_size)
+    cells: list[dict[str, Any]] = []
+    with temp_dir() as tmp:
+        trees = {f"small-{args.small}": (args.small, small_size)}
+        if args.large:
+            trees[f"large-{args.large}"] = (args.large, large_size)
+        for extra in parse_ints(args.small_counts) if args.small_counts else []:
+            trees.setdefault(f"small-{extra}", (extra, small_size))
+        for n, (name, (count, size)) in enumerate(trees.items()):
+            _make_tree(tmp / name, count, size, n)
+        with emulator(tmp / "server") as server:
+            for name, (count, size) in trees.items():
+                extra_count = name != f"small-{args.small}" and name.startswith("small-")
+                clients: tuple[str, ...] = ("ours",) if extra_count else CLIENTS
+                if args.control and name.startswith("small-"):
+                    clients += ("ours-nocp",)
+                for client in clients:
+                    runs = [
+                        _run(server, tmp, client, tmp / name, args, f"{name}-{rep}")
+                        for rep in range(args.repeat)
+                    ]
+                    cells.append(
+                        {"tree": name, "count": count, "file_size": size, "client": client}
+                        | _summarise(runs)
+                        | {"runs": runs}
+                    )
+    rows = [
+        (
+            c["tree"],
+            c["client"],
+            c["files_per_second"],
+            c["mib_per_second"],
+            c["lateness_max_ms"],
+            c["lateness_p99_ms"],
+            c["lateness_own_max_ms"],
+            c["rss_growth"] / MiB,
+        )
+        for c in cells
+    ]
+    print_table(
+        ["tree", "client", "files/s", "MiB/s", "late max", "p99", "own max", "RSS + MiB"], rows
+    )
+    for name in {c["tree"] for c in cells}:
+        pair = {c["client"]: c for c in cells if c["tree"] == name}
+        if "ours" in pair and "oss2" in pair:
+            ratio = pair["ours"]["files_per_second"] / pair["oss2"]["files_per_second"]
+            print(f"{name}: ours / oss2 = {ratio:.2f}x files/s")
+    return {
+        "config": {
+            "small": args.small,
+            "small_size": small_size,
+            "large": args.large,
+            "large_size": large_size,
+            "part_size": parse_size(args.part_size),
+            "routines": args.routines,
+            "files_in_flight": args.files_in_flight,
+            "repeat": args.repeat,
+            "small_counts": args.small_counts,
+            "keep_outcomes": args.keep_outcomes,
+            "control": args.control,
+        },
+        "note": "shared 2-core machine, loaded by other engineers' test runs: see loadavg",
+        "cells": cells,
+    }
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks many", description=__doc__)
+    parser.add_argument("--small", type=int, default=10_000)
+    parser.add_argument("--small-size", default="4KiB")
+    parser.add_argument("--large", type=int, default=100)
+    parser.add_argument("--large-size", default="8MiB")
+    parser.add_argument("--part-size", default="2MiB")
+    parser.add_argument("--routines", type=int, default=8)
+    parser.add_argument("--files-in-flight", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--small-counts", default="", help="e.g. 2000: ours only, for memory")
+    parser.add_argument(
+        "--keep-outcomes",
+        action="store_true",
+        help="ours keeps every FileOutcome (default: only the problems, as the CLI does)",
+    )
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="also run ours without a checkpoint directory (no manifest) on the small trees",
+    )
+    parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--results-dir", type=Path, default=None)
+    parser.add_argument("--name", default="many")
+    args = parser.parse_args(argv)
+    payload = run(args)
+    path = save_results(args.name, payload, args.results_dir)
+    print(f"saved {path}")
