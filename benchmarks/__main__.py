@@ -12,6 +12,7 @@ BENCHMARKS = {
     "checkpoint": ("bench_checkpoint", "checkpoint overhead at 10,000 parts"),
     "memory": ("bench_memory", "peak RSS growth, 1 GiB in 256 MiB parts"),
     "read": ("bench_read", "reading parts off the loop: pread on our limiter vs aiofiles"),
+    "scaling": ("bench_scaling", "routines x part size: MiB/s, CPU, RSS, loop lateness (+plot)"),
     "plot": ("plot", "plot results/upload-*.json to docs/img/throughput.png"),
 }
 

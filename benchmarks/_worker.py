@@ -6,6 +6,11 @@ through ``/proc/self/clear_refs`` just before it; else ``ru_maxrss``), and the w
 lateness of a 1 ms ticker on an asyncio event loop in the main thread while the upload runs.
 aiooss_resume runs on that loop; the synchronous SDKs run in ``asyncio.to_thread`` next to
 it, as an asyncio application would call them, so their lateness is GIL contention.
+
+Job options beyond the upload's: ``"loop": "uvloop"`` runs the event loop on uvloop (if
+installed); ``"client": "idle"`` uploads nothing and only runs the ticker for
+``idle_seconds`` (the machine's noise floor, measured in the same run as the uploads);
+``"knobs"`` sets the engine's tuning constants (``KNOBS``) for an A/B comparison.
 """
 
 from __future__ import annotations
@@ -22,6 +27,26 @@ from collections.abc import Callable
 from typing import Any
 
 TICK = 0.001
+
+KNOBS = {
+    # knob: (module, attribute) of a tuning constant the engine reads at call time
+    "chunk_size": ("aiooss_resume._upload_resume", "CHUNK_SIZE"),
+    "write_slice": ("aiooss_resume._upload_resume", "WRITE_SLICE"),
+    "sendfile": ("aiooss_resume._upload_resume", "SENDFILE"),
+}
+
+
+def _apply_knobs(knobs: dict[str, Any]) -> None:
+    import importlib
+
+    for name, value in knobs.items():
+        if name not in KNOBS:
+            raise SystemExit(f"unknown knob {name!r}; choose from {', '.join(KNOBS)}")
+        module, attribute = KNOBS[name]
+        target = importlib.import_module(module)
+        if not hasattr(target, attribute):
+            raise SystemExit(f"{module}.{attribute} does not exist (knob {name!r})")
+        setattr(target, attribute, value)
 
 
 def _wchar() -> int:
@@ -254,7 +279,9 @@ async def _main(job: dict[str, Any]) -> dict[str, Any]:
         sync_run = _v2(job)
     elif client == "ours":
         import aiooss_resume  # noqa: F401  (imported before the baseline is taken)
-    else:
+
+        _apply_knobs(job.get("knobs") or {})
+    elif client != "idle":
         raise SystemExit(f"unknown client {client!r}")
     ticker = Ticker()
     if job.get("ticker", True):
@@ -276,6 +303,8 @@ async def _main(job: dict[str, Any]) -> dict[str, Any]:
     w0 = time.perf_counter()
     if sync_run is not None:
         await asyncio.to_thread(sync_run)
+    elif client == "idle":
+        await asyncio.sleep(float(job.get("idle_seconds", 1.0)))
     else:
         await _ours(job)
     wall = time.perf_counter() - w0
@@ -295,6 +324,7 @@ async def _main(job: dict[str, Any]) -> dict[str, Any]:
         "rss_peak_reset": peak_reset,
         "wchar": wchar,
         "loadavg1": os.getloadavg()[0],
+        "loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
         **ticker.summary(),
         "gc_events": gc_watch.events,
     }
@@ -302,7 +332,13 @@ async def _main(job: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> None:
     job = json.loads(sys.argv[1])
-    print(json.dumps(asyncio.run(_main(job))), flush=True)
+    if job.get("loop", "asyncio") == "uvloop":
+        import uvloop
+
+        result = uvloop.run(_main(job))
+    else:
+        result = asyncio.run(_main(job))
+    print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":
