@@ -31,8 +31,8 @@ TICK = 0.001
 KNOBS = {
     # knob: (module, attribute) of a tuning constant the engine reads at call time
     "chunk_size": ("aiooss_resume._upload_resume", "CHUNK_SIZE"),
-    "write_slice": ("aiooss_resume._upload_resume", "WRITE_SLICE"),
     "sendfile": ("aiooss_resume._upload_resume", "SENDFILE"),
+    "stagger": ("aiooss_resume._transfer", "STAGGER_STARTS"),
 }
 
 

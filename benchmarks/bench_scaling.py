@@ -15,7 +15,7 @@ part the client itself causes). Measured in the same run, interleaved with the u
 * ``--servers emulator,sink``: against the OSS emulator (discard store) and the minimal sink;
 * ``--variants "name:knob=value,...;name2:..."``: engine tuning variants side by side (the
   A/B of a change; knobs in ``_worker.KNOBS``), e.g.
-  ``--variants "1MiB:write_slice=1048576;256KiB:write_slice=262144"``.
+  ``--variants "on:stagger=true;off:stagger=false"``.
 
 Repetitions are interleaved (every cell once, then again), medians reported. Results go to
 ``results/scaling-SIZE[-suffix].json`` and the plot to ``docs/img/scaling.png`` (``--plot``).
