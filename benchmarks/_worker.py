@@ -31,7 +31,6 @@ TICK = 0.001
 KNOBS = {
     # knob: (module, attribute) of a tuning constant the engine reads at call time
     "chunk_size": ("aiooss_resume._upload_resume", "CHUNK_SIZE"),
-    "sendfile": ("aiooss_resume._upload_resume", "SENDFILE"),
     "stagger": ("aiooss_resume._transfer", "STAGGER_STARTS"),
 }
 
