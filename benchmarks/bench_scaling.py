@@ -29,6 +29,7 @@ import importlib.util
 import itertools
 import json
 import os
+from math import nan
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,9 @@ def _summarize(runs: list[dict[str, Any]], size: int) -> dict[str, Any]:
         "lateness_own_max_ms": median([r["lateness_own_max_ms"] for r in runs]),
         "lateness_own_max_ms_worst": max(r["lateness_own_max_ms"] for r in runs),
         "loadavg1": median([r["loadavg1"] for r in runs]),
+        # the loop's own CPU per iteration (asyncio only; NaN on uvloop): see _worker.StepProbe
+        "loop_step_cpu_max_ms": median([r.get("loop_step_cpu_max_ms", nan) for r in runs]),
+        "loop_step_cpu_p999_ms": median([r.get("loop_step_cpu_p999_ms", nan) for r in runs]),
     }
 
 
@@ -174,7 +178,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             f"part {fmt_size(part_size):>6} x{routines:<3}: "
                             f"{size / MiB / result['seconds']:8.1f} MiB/s cpu {cpu:5.2f} s/GiB "
                             f"late {result['lateness_max_ms']:6.1f} ms "
-                            f"(own {result['lateness_own_max_ms']:5.1f})",
+                            f"(own {result['lateness_own_max_ms']:5.1f}, "
+                            f"step CPU {result.get('loop_step_cpu_max_ms', nan):4.1f})",
                             flush=True,
                         )
     return {
@@ -263,6 +268,7 @@ def report(doc: dict[str, Any]) -> None:
             "late max ms",
             "late p99 ms",
             "own max ms",
+            "step CPU max ms",
         ],
         [
             [
@@ -278,6 +284,7 @@ def report(doc: dict[str, Any]) -> None:
                 c["lateness_max_ms"],
                 c["lateness_p99_ms"],
                 c["lateness_own_max_ms"],
+                c["loop_step_cpu_max_ms"],
             ]
             for c in doc["cells"]
         ],
