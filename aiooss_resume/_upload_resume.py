@@ -132,12 +132,15 @@ class _Body:
                     self._fail(exc)  # every byte is out: let OSS answer, then fail
         finally:
             if ahead is not None:
-                # Not awaited (this may run during a cancellation): the read goes on in its
-                # thread and its result is dropped.
+                # A read left pending by an error or a cancel: its wait stops at once (the
+                # read goes on in its thread, its result dropped); waiting for that one
+                # step means no task outlives the body. An EOFError it ended with is
+                # retrieved, so it is not reported as never retrieved.
                 if not ahead.done():
                     ahead.cancel()
-                elif not ahead.cancelled():
-                    ahead.exception()  # retrieved: an EOFError nobody will ask for
+                    await asyncio.wait([ahead])
+                if not ahead.cancelled():
+                    ahead.exception()
 
     async def _read(self, position: int, n: int, crc: int) -> tuple[bytes, int]:
         return await self.job.src.read(self.offset + position, n, crc)
