@@ -33,6 +33,7 @@ KNOBS = {
     "chunk_size": ("aiooss_resume._upload_resume", "CHUNK_SIZE"),
     "stagger": ("aiooss_resume._transfer", "STAGGER_STARTS"),
     "read_ahead": ("aiooss_resume._upload_resume", "READ_AHEAD"),
+    "tls_write_slice": ("aiooss_resume._http", "WRITE_SLICE"),
 }
 
 
