@@ -58,9 +58,16 @@ __all__ = ["_Body", "_Resume", "_UploadBase"]
 
 logger = logging.getLogger("aiooss_resume")
 
+READ_AHEAD = True
+"""Read a part's next chunk while the current one is sent (``_Body``); a knob only so that
+the benchmarks can measure it against not doing so."""
+
 
 class _Body:
     """A part's body: a fresh chunk iterator per attempt, with the CRC of what was sent.
+
+    Chunks are read (and CRC'd) in a worker thread one ahead of the socket: while chunk k
+    is written, chunk k + 1 is read, so at most two chunks per part are in memory.
 
     An error that must end the request (the progress hook's, a source that shrank or
     changed) is kept in ``failure`` before it is raised through the transport, which would
@@ -95,24 +102,51 @@ class _Body:
     async def _chunks(self) -> AsyncIterator[bytes]:
         self.crc = 0
         position = 0
-        while position < self.size:
-            n = min(CHUNK_SIZE, self.size - position)
-            try:
-                data, self.crc = await self.job.src.read(self.offset + position, n, self.crc)
-            except EOFError:
-                raise self._fail(self._changed("it became shorter")) from None
-            if self.whole_object and position + n == self.size:
-                await self._check_source()
-            yield data
-            position += n
-            if position == self.size:
-                self.sent_whole = True
-            try:
-                await self.job.progress.sent(self.number, position)
-            except Exception as exc:
-                if position < self.size:
-                    raise self._fail(exc) from None  # stop sending: the upload has failed
-                self._fail(exc)  # every byte is out: let OSS answer, then fail
+        ahead: asyncio.Future[tuple[bytes, int]] | None = None
+        try:
+            while position < self.size:
+                n = min(CHUNK_SIZE, self.size - position)
+                if ahead is None:
+                    ahead = asyncio.ensure_future(self._read(position, n, self.crc))
+                try:
+                    data, self.crc = await ahead
+                except EOFError:
+                    raise self._fail(self._changed("it became shorter")) from None
+                ahead = None
+                following = position + n
+                if following < self.size and READ_AHEAD:
+                    # The next chunk is read (and CRC'd) in its thread while this one goes
+                    # out: the socket no longer idles during each read (routines x 2 x
+                    # CHUNK_SIZE bytes at most in memory).
+                    m = min(CHUNK_SIZE, self.size - following)
+                    ahead = asyncio.ensure_future(self._read(following, m, self.crc))
+                if self.whole_object and following == self.size:
+                    await self._check_source()
+                yield data
+                del data
+                position = following
+                if position == self.size:
+                    self.sent_whole = True
+                try:
+                    await self.job.progress.sent(self.number, position)
+                except Exception as exc:
+                    if position < self.size:
+                        raise self._fail(exc) from None  # stop sending: the upload has failed
+                    self._fail(exc)  # every byte is out: let OSS answer, then fail
+        finally:
+            if ahead is not None:
+                # A read left pending by an error or a cancel: its wait stops at once (the
+                # read goes on in its thread, its result dropped); waiting for that one
+                # step means no task outlives the body. An EOFError it ended with is
+                # retrieved, so it is not reported as never retrieved.
+                if not ahead.done():
+                    ahead.cancel()
+                    await asyncio.wait([ahead])
+                if not ahead.cancelled():
+                    ahead.exception()
+
+    async def _read(self, position: int, n: int, crc: int) -> tuple[bytes, int]:
+        return await self.job.src.read(self.offset + position, n, crc)
 
     async def _check_source(self) -> None:
         change = await self.job._source_change()

@@ -15,6 +15,7 @@ BENCHMARKS = {
     "stream": ("bench_stream", "upload_stream: RSS growth and speed, 64 MiB parts x 4"),
     "download": ("bench_download", "download: ours vs oss2 resumable_download vs v2 Downloader"),
     "many": ("bench_many", "many files: 10,000 x 4 KiB and 100 large, ours vs oss2 threads"),
+    "scaling": ("bench_scaling", "routines x part size: MiB/s, CPU, RSS, loop lateness (+plot)"),
     "plot": ("plot", "plot results/upload-*.json to docs/img/throughput.png"),
 }
 

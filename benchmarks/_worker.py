@@ -6,6 +6,11 @@ through ``/proc/self/clear_refs`` just before it; else ``ru_maxrss``), and the w
 lateness of a 1 ms ticker on an asyncio event loop in the main thread while the upload runs.
 aiooss_resume runs on that loop; the synchronous SDKs run in ``asyncio.to_thread`` next to
 it, as an asyncio application would call them, so their lateness is GIL contention.
+
+Job options beyond the upload's: ``"loop": "uvloop"`` runs the event loop on uvloop (if
+installed); ``"client": "idle"`` uploads nothing and only runs the ticker for
+``idle_seconds`` (the machine's noise floor, measured in the same run as the uploads);
+``"knobs"`` sets the engine's tuning constants (``KNOBS``) for an A/B comparison.
 """
 
 from __future__ import annotations
@@ -22,6 +27,27 @@ from collections.abc import Callable
 from typing import Any
 
 TICK = 0.001
+
+KNOBS = {
+    # knob: (module, attribute) of a tuning constant the engine reads at call time
+    "chunk_size": ("aiooss_resume._upload_resume", "CHUNK_SIZE"),
+    "stagger": ("aiooss_resume._transfer", "STAGGER_STARTS"),
+    "read_ahead": ("aiooss_resume._upload_resume", "READ_AHEAD"),
+    "tls_write_slice": ("aiooss_resume._http", "WRITE_SLICE"),
+}
+
+
+def _apply_knobs(knobs: dict[str, Any]) -> None:
+    import importlib
+
+    for name, value in knobs.items():
+        if name not in KNOBS:
+            raise SystemExit(f"unknown knob {name!r}; choose from {', '.join(KNOBS)}")
+        module, attribute = KNOBS[name]
+        target = importlib.import_module(module)
+        if not hasattr(target, attribute):
+            raise SystemExit(f"{module}.{attribute} does not exist (knob {name!r})")
+        setattr(target, attribute, value)
 
 
 def _wchar() -> int:
@@ -154,6 +180,54 @@ class Ticker:
         }
 
 
+class StepProbe:
+    """The event loop's own CPU per iteration (``BaseEventLoop._run_once``, thread CPU time).
+
+    Unlike the ticker's lateness, which also counts the time the OS or the GIL kept the loop
+    thread waiting (on a shared 2-core machine, mostly other processes), this is the work
+    the loop itself did in one go: what the client can make smaller. asyncio's own loop
+    only (uvloop's is C); it adds two clock reads per iteration.
+    """
+
+    def __init__(self) -> None:
+        self.steps: list[float] = []
+        self._original: Any = None
+
+    def install(self) -> bool:
+        import asyncio.base_events as base_events
+
+        if not isinstance(asyncio.get_running_loop(), base_events.BaseEventLoop):
+            return False
+        original = self._original = base_events.BaseEventLoop._run_once
+        steps = self.steps
+        clock = time.thread_time
+
+        def run_once(loop: Any) -> None:
+            start = clock()
+            original(loop)
+            steps.append(clock() - start)
+
+        base_events.BaseEventLoop._run_once = run_once  # type: ignore[method-assign]
+        return True
+
+    def remove(self) -> None:
+        import asyncio.base_events as base_events
+
+        if self._original is not None:
+            base_events.BaseEventLoop._run_once = self._original  # type: ignore[method-assign]
+
+    def summary(self) -> dict[str, Any]:
+        values = sorted(self.steps)
+        if not values:
+            return {}
+        return {
+            "loop_step_cpu_max_ms": values[-1] * 1000,
+            "loop_step_cpu_p999_ms": values[int(0.999 * (len(values) - 1))] * 1000,
+            "loop_steps": len(values),
+            "loop_steps_over_5ms": sum(1 for v in values if v > 0.005),
+        }
+
+
 # ---------------------------------------------------------------------------- clients
 
 
@@ -254,7 +328,9 @@ async def _main(job: dict[str, Any]) -> dict[str, Any]:
         sync_run = _v2(job)
     elif client == "ours":
         import aiooss_resume  # noqa: F401  (imported before the baseline is taken)
-    else:
+
+        _apply_knobs(job.get("knobs") or {})
+    elif client != "idle":
         raise SystemExit(f"unknown client {client!r}")
     ticker = Ticker()
     if job.get("ticker", True):
@@ -266,6 +342,9 @@ async def _main(job: dict[str, Any]) -> dict[str, Any]:
     ticker.late_events.clear()
     ticker.own.clear()
     ticker.origin = time.perf_counter()
+    probe = StepProbe()
+    if client == "ours" and job.get("step_probe", True):
+        probe.install()
     gc_watch = GcWatch()
     gc_watch.origin = ticker.origin
     gc.callbacks.append(gc_watch)
@@ -276,10 +355,13 @@ async def _main(job: dict[str, Any]) -> dict[str, Any]:
     w0 = time.perf_counter()
     if sync_run is not None:
         await asyncio.to_thread(sync_run)
+    elif client == "idle":
+        await asyncio.sleep(float(job.get("idle_seconds", 1.0)))
     else:
         await _ours(job)
     wall = time.perf_counter() - w0
     t1 = os.times()
+    probe.remove()
     ticker.stop()
     gc.callbacks.remove(gc_watch)
     await tick_task
@@ -295,14 +377,22 @@ async def _main(job: dict[str, Any]) -> dict[str, Any]:
         "rss_peak_reset": peak_reset,
         "wchar": wchar,
         "loadavg1": os.getloadavg()[0],
+        "loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
         **ticker.summary(),
+        **probe.summary(),
         "gc_events": gc_watch.events,
     }
 
 
 def main() -> None:
     job = json.loads(sys.argv[1])
-    print(json.dumps(asyncio.run(_main(job))), flush=True)
+    if job.get("loop", "asyncio") == "uvloop":
+        import uvloop
+
+        result = uvloop.run(_main(job))
+    else:
+        result = asyncio.run(_main(job))
+    print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

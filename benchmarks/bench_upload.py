@@ -101,8 +101,11 @@ def run_one(
     key: str,
     checkpoint: bool,
     timeout: float,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One upload in a fresh child process; adds the server's CPU seconds meanwhile."""
+    """One upload in a fresh child process; adds the server's CPU seconds meanwhile.
+
+    ``extra``: more job fields for the worker (``loop``, ``knobs``: see ``_worker``)."""
     cp_dir = tmp / f"cp-{client}"
     cp_dir.mkdir(exist_ok=True)
     job = {
@@ -116,6 +119,7 @@ def run_one(
         "routines": routines,
         "checkpoint": checkpoint,
         "checkpoint_dir": str(cp_dir),
+        **(extra or {}),
     }
     cpu0 = server.cpu_seconds()
     result = run_child("benchmarks._worker", job, timeout)

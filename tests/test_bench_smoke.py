@@ -131,3 +131,45 @@ def test_many_benchmark_smoke(tmp_path: Path) -> None:
     assert cells[("small-40", "ours")]["files"] == 40
     assert cells[("large-2", "oss2")]["bytes"] == 2 * 300 * 1024
     assert all(len(c["runs"][0]["loadavg"]) == 3 for c in doc["cells"])
+
+
+@pytest.mark.timeout(180)
+def test_scaling_benchmark_smoke(tmp_path: Path) -> None:
+    """``python -m benchmarks scaling`` runs and writes its JSON (no speed is asserted):
+    a tiny table, with the idle probe, the socket ceiling, two engine variants and, if
+    uvloop is installed, both event loops, as the full run has them."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        loops = ["asyncio"]
+    else:
+        loops = ["asyncio", "uvloop"]
+    command = [sys.executable, "-m", "benchmarks", "scaling", "--size", "4MiB"]
+    command += ["--part-sizes", "1", "--routines", "2", "--loops", ",".join(loops)]
+    command += ["--variants", "on:stagger=true;off:stagger=false", "--idle-seconds", "0.2"]
+    command += ["--results-dir", str(tmp_path), "--plot", str(tmp_path / "scaling.png")]
+    proc = subprocess.run(
+        command,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=160,
+        check=False,
+        env={**os.environ, "BENCH_TMPDIR": str(tmp_path)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads((tmp_path / "scaling-4MiB.json").read_text())
+    assert doc["ceiling_socket_x1_mib_s"] > 0
+    assert doc["idle"]["lateness_max_ms"] >= 0
+    assert len(doc["machine"]["loadavg_at_save"]) == 3
+    cells = {(c["variant"], c["loop"], c["routines"]) for c in doc["cells"]}
+    assert cells == {(v, lp, 2) for v in ("on", "off") for lp in loops}
+    for cell in doc["cells"]:
+        assert cell["n"] == 1 and cell["part_size"] == 1024 * 1024
+        run = cell["runs"][0]
+        assert run["seconds"] > 0 and run["loop"] == cell["loop"]
+        if cell["loop"] == "asyncio":
+            assert run["loop_steps"] > 0  # the step probe ran
+    plot_written = (tmp_path / "scaling.png").exists()
+    assert plot_written or "matplotlib is not installed" in proc.stdout
+    assert not list((ROOT / "benchmarks" / "results").glob("scaling-4MiB*"))

@@ -4,8 +4,14 @@ Each phase of an upload is stalled in turn (a fault hook holds the request on th
 a slowed checkpoint write holds the writer thread) and the upload is cancelled while it
 waits, by ``task.cancel()``, by an anyio ``CancelScope`` and by ``asyncio.timeout``. Asserted:
 
-* the cancellation completes within about a second and ``upload_file`` re-raises
-  ``CancelledError`` (the enclosing scope then reports its own outcome);
+* the cancellation completes through its own cleanup and ``upload_file`` re-raises
+  ``CancelledError`` (the enclosing scope then reports its own outcome). Deterministic on a
+  loaded machine (issue 13.5): no wall-clock limit is asserted here. "Stops within about a
+  second" is two facts tested apart: the engine's cleanup bound (``FLUSH_TIMEOUT``, 1 s)
+  cuts a cleanup that hangs (tests/test_engine_cancel.py, where the cleanup never ends), and
+  here, where every cleanup is healthy, the bound is raised far above anything a loaded CI
+  can delay (``HEALTHY_BOUND``) and the cleanup must end by itself ("cut short" is never
+  logged) while the stalled request is still held (it is released only afterwards);
 * no task outlives the call (``asyncio.all_tasks()`` before and after);
 * with a checkpoint: it decodes, records only parts the server holds (same ETag, size,
   CRC), its upload was not aborted, and the next run finishes byte-identical without
@@ -31,7 +37,7 @@ import anyio
 import pytest
 
 import aiooss_resume as oss
-from aiooss_resume import _uploader
+from aiooss_resume import _transfer, _uploader
 from aiooss_resume._checkpoint import Checkpoint
 from aiooss_resume.testing import Fault, FaultContext, ThreadedOssServer
 
@@ -56,10 +62,15 @@ pytestmark = pytest.mark.anyio
 SIZE = 1024 * KIB + 50 * KIB  # 11 parts of 100 KiB
 PART = 100 * KIB
 ROUTINES = 4
-# "Stops within about a second": the engine bounds its shielded cleanup (checkpoint flush,
-# or the Abort of a non-resumable upload) by FLUSH_TIMEOUT, so a cleanup cut short by that
-# bound ends just after it; the margin is for the rest of the unwinding on a busy machine.
-CANCEL_LIMIT = _uploader.FLUSH_TIMEOUT + 0.5
+# The engine bounds its shielded cleanup (checkpoint flush, or the Abort of a non-resumable
+# upload) by FLUSH_TIMEOUT (1 s). With the real bound, a healthy cleanup that a loaded
+# 2-core CI slows past 1 s is cut short and the test fails for the machine's sake (it did,
+# once: "cancellation took 1.01 s"). Here the bound is HEALTHY_BOUND instead: far above any
+# scheduling delay, below the stall hook's 30 s, so a cleanup that waited for the stalled
+# request would still be cut short, logged, and fail the test.
+HEALTHY_BOUND = 20.0
+WAIT = 30.0  # generous limits for conditions polled on the loop (they return when true)
+CUT_SHORT = "cut short"
 
 PHASES = {
     # phase: (operation stalled, part number or None, needs a resumable first run)
@@ -124,7 +135,7 @@ async def _cancel_while_stalled(
         return "finished"
 
     task = asyncio.create_task(runner())
-    ok = await wait_until(lambda: gate.arrived.is_set() or task.done(), limit=20)
+    ok = await wait_until(lambda: gate.arrived.is_set() or task.done(), limit=WAIT)
     assert ok and not task.done(), f"the stalled phase was never reached ({task})"
     started = time.monotonic()
     if mechanism == "task":
@@ -181,6 +192,20 @@ async def _prepare_resumable(server: ThreadedOssServer, src: Path, key: str) -> 
 
 
 @pytest.fixture(autouse=True)
+def healthy_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cleanup bound, raised (see ``HEALTHY_BOUND``); the real one is tested in
+    tests/test_engine_cancel.py."""
+    assert _transfer.FLUSH_TIMEOUT == _uploader.FLUSH_TIMEOUT == 1.0
+    monkeypatch.setattr(_transfer, "FLUSH_TIMEOUT", HEALTHY_BOUND)
+
+
+def assert_not_cut_short(caplog: pytest.LogCaptureFixture, elapsed: float, where: str) -> None:
+    """The cleanup after the cancel ended by itself, not by the bound (whatever the clock)."""
+    cut = [r.getMessage() for r in caplog.records if CUT_SHORT in r.getMessage()]
+    assert not cut, f"the cleanup was cut short after {elapsed:.2f} s at {where}: {cut}"
+
+
+@pytest.fixture(autouse=True)
 def tracker(monkeypatch: pytest.MonkeyPatch) -> WriteTracker:
     return WriteTracker().install(monkeypatch)
 
@@ -193,6 +218,7 @@ async def test_cancel_at_phase_with_checkpoint(
     mechanism: str,
     monkeypatch: pytest.MonkeyPatch,
     tracker: WriteTracker,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     key = f"cancel/{phase}/{mechanism}.bin"
     size = 60 * KIB if phase == "putobject" else SIZE
@@ -238,7 +264,7 @@ async def test_cancel_at_phase_with_checkpoint(
         await tracker.settle()  # see test_reliability_writer.py
         tracker.real = real_write
         assert saw_cancel, "upload_file did not re-raise CancelledError"
-        assert elapsed < CANCEL_LIMIT, f"cancellation took {elapsed:.2f} s at {gate.where}"
+        assert_not_cut_short(caplog, elapsed, gate.where)
         assert not leftover, f"tasks outlived upload_file: {leftover}"
 
         # It decodes (or is absent); abort-stale left the damaged file for the next run.
@@ -257,7 +283,7 @@ async def test_cancel_at_phase_with_checkpoint(
                 assert {p.number for p in before_cp.parts} <= {p.number for p in cp.parts}
 
         # The next run finishes, byte-identical, without re-sending a recorded part.
-        await wait_until(lambda: sum(server.stats.in_flight.values()) == 0)
+        assert await wait_until(lambda: sum(server.stats.in_flight.values()) == 0, WAIT)
         sent_before = len(part_records(server, key))
         async with make_client(server) as client:
             result = await client.bucket(BUCKET).upload_file(
@@ -276,7 +302,9 @@ async def test_cancel_at_phase_with_checkpoint(
 
 @pytest.mark.parametrize("mechanism", MECHANISMS)
 @pytest.mark.parametrize("phase", ["initiate", "part-first", "part-middle", "complete"])
-async def test_cancel_without_checkpoint_aborts(tmp_path: Path, phase: str, mechanism: str) -> None:
+async def test_cancel_without_checkpoint_aborts(
+    tmp_path: Path, phase: str, mechanism: str, caplog: pytest.LogCaptureFixture
+) -> None:
     key = f"cancel-nocp/{phase}/{mechanism}.bin"
     src = tmp_path / "src.bin"
     data = make_file(src, SIZE, seed=7)
@@ -293,9 +321,9 @@ async def test_cancel_without_checkpoint_aborts(tmp_path: Path, phase: str, mech
             leftover = asyncio.all_tasks() - tasks_before
         gate.released.set()
         assert saw_cancel
-        assert elapsed < CANCEL_LIMIT, f"cancellation took {elapsed:.2f} s"
+        assert_not_cut_short(caplog, elapsed, gate.where)
         assert not leftover, f"tasks outlived upload_file: {leftover}"
-        assert await wait_until(lambda: sum(server.stats.in_flight.values()) == 0)
+        assert await wait_until(lambda: sum(server.stats.in_flight.values()) == 0, WAIT)
         assert not open_upload_ids(server, key), "a non-resumable upload was not aborted"
         assert server.object_info(BUCKET, key) is None
         assert not list(tmp_path.glob("*.cp"))
@@ -330,7 +358,9 @@ async def test_cancel_storm_every_part_in_turn(tmp_path: Path, tracker: WriteTra
                     )
 
                 task = asyncio.create_task(start())
-                arrived = await wait_until(lambda g=gate, t=task: g.arrived.is_set() or t.done())
+                arrived = await wait_until(
+                    lambda g=gate, t=task: g.arrived.is_set() or t.done(), WAIT
+                )
                 if task.done():  # the part was already stored: nothing to stall
                     fault.remove()
                     await task
@@ -343,7 +373,7 @@ async def test_cancel_storm_every_part_in_turn(tmp_path: Path, tracker: WriteTra
             fault.remove()
             await tracker.settle()
             # Parts cancelled mid-flight may still be landing on the server: let them.
-            assert await wait_until(lambda: sum(server.stats.in_flight.values()) == 0)
+            assert await wait_until(lambda: sum(server.stats.in_flight.values()) == 0, WAIT)
             cp = read_checkpoint(cp_path)
             assert cp is not None
             upload_ids.add(cp.upload_id)
@@ -370,7 +400,11 @@ async def test_cancel_storm_every_part_in_turn(tmp_path: Path, tracker: WriteTra
     ],
 )
 async def test_no_complete_after_cancel_during_final_flush(
-    tmp_path: Path, mechanism: str, monkeypatch: pytest.MonkeyPatch, tracker: WriteTracker
+    tmp_path: Path,
+    mechanism: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tracker: WriteTracker,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Cancelled while the last checkpoint is written, the engine must not then Complete."""
     key = f"cancel/final-flush/{mechanism}.bin"
@@ -404,7 +438,8 @@ async def test_no_complete_after_cancel_during_final_flush(
 
             elapsed, saw_cancel = await _cancel_while_stalled(start, gate, mechanism)
         await tracker.settle()
-        assert saw_cancel and elapsed < CANCEL_LIMIT
+        assert saw_cancel
+        assert_not_cut_short(caplog, elapsed, "the final checkpoint write")
         assert not started_complete, "the engine started Complete after it was cancelled"
         completes = [r for r in server.requests if r.operation == "CompleteMultipartUpload"]
         assert not completes, "Complete was sent after the upload was cancelled"
