@@ -80,6 +80,7 @@ from . import (
     __version__,
 )
 from ._checkpoint import (
+    DOWNLOAD_CHECKPOINT_FORMAT,
     Checkpoint,
     DownloadCheckpoint,
     decode_checkpoint,
@@ -1354,9 +1355,28 @@ def _maybe_download_status(args: argparse.Namespace, io: _Io, data: bytes) -> in
     """The status of a download checkpoint, or None if ``data`` is not one."""
     try:
         cp = decode_download_checkpoint(data)
-    except CheckpointError:
-        return None
+    except CheckpointError as exc:
+        if not _is_download_checkpoint(args.checkpoint_file, data):
+            return None
+        raise CheckpointError(
+            f"{args.checkpoint_file} is a damaged download checkpoint ({exc}); "
+            "the next download fetches every range again"
+        ) from None
     return _download_status(args, io, cp)
+
+
+def _is_download_checkpoint(path: str, data: bytes) -> bool:
+    """Whether a checkpoint that does not decode is a download's: its envelope names the
+    download format, or its name ends in ``.dcp`` and it is no valid upload checkpoint."""
+    if f'"format":"{DOWNLOAD_CHECKPOINT_FORMAT}"'.encode() in data[:256]:
+        return True
+    if not path.endswith(".dcp"):
+        return False
+    try:
+        decode_checkpoint(data)
+    except CheckpointError:
+        return True
+    return False
 
 
 def _add_download_commands(
