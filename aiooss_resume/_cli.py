@@ -1308,6 +1308,11 @@ def _download_status(args: argparse.Namespace, io: _Io, cp: DownloadCheckpoint) 
     temp_size = os.path.getsize(temp) if temp is not None and os.path.isfile(temp) else None
     if temp is None:
         temp_state = "unknown (the checkpoint is not named FILE.dcp)"
+    elif temp_size is None and part_count and len(cp.parts) == part_count:
+        temp_state = (
+            f"{temp} is missing and every range is done (killed after the rename?): the next "
+            f"run finishes if {temp[: -len('.tmp')]}'s CRC-64 is the object's"
+        )
     elif temp_size is None:
         temp_state = f"{temp} is missing: the next run downloads every range again"
     else:

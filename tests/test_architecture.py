@@ -125,6 +125,7 @@ LAYERS: dict[str, int] = {
     "_stream_parts": 6,  # reading a stream into parts (Bucket.upload_stream)
     "_stream": 7,  # the stream upload, on the upload engine's resume phases
     "_download_range": 6,  # one range of a download, and the repair of a bad file
+    "_download_resume": 6,  # what a download checkpoint lets the next run keep
     "_downloader": 7,
     # facade and tools
     "_client": 8,

@@ -113,3 +113,33 @@ def test_a_valid_upload_checkpoint_named_dcp_is_not_taken_for_a_download(
     assert "damaged download checkpoint" not in err
     assert "upload" in (out + err).lower()
     assert code in (EXIT_OK, EXIT_LOCAL)
+
+
+def test_status_of_a_checkpoint_left_after_the_rename(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Every range recorded, no temp file: the next run checks the file (test_download_finished).
+    path = tmp_path / "f.bin.dcp"
+    data = _download_checkpoint()
+    path.write_bytes(data)
+    code, out, _ = _status(path, capsys)
+    assert code == EXIT_OK
+    assert "downloads every range again" in out  # one range of three: nothing to recognise
+    full = encode_download_checkpoint(
+        DownloadCheckpoint(
+            endpoint="http://127.0.0.1:1",
+            bucket="bkt",
+            key="k.bin",
+            etag='"ABC"',
+            size=3 * 1024 * 1024,
+            last_modified="",
+            crc64=123,
+            part_size=1024 * 1024,
+            parts=[DownloadPart(n, 1024 * 1024, n) for n in (1, 2, 3)],
+        )
+    )
+    path.write_bytes(full)
+    code, out, _ = _status(path, capsys)
+    assert code == EXIT_OK
+    assert "every range is done" in out
+    assert f"{tmp_path / 'f.bin'}'s CRC-64" in out
