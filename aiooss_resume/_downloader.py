@@ -45,13 +45,13 @@ from os import PathLike
 import msgspec
 
 from ._checkpoint import DownloadCheckpoint, DownloadPart, encode_download_checkpoint
+from ._direct_io import close_quietly, open_temp
 from ._download_range import fetch_range, repair
 from ._download_resume import finished_file, listed_ranges, read_checkpoint
 from ._errors import CheckpointError, FileChangedError, IntegrityError
 from ._events import ProgressHook, UploadCompleted, UploadStarted
 from ._fileio import (
     finish_destination,
-    open_destination,
     refuse_symlink,
     remove_quietly,
     write_atomic,
@@ -181,6 +181,7 @@ class _Download:
     """One call of ``download_file``."""
 
     get_headers: Mapping[str, str] = {}  # on every ranged GET (a traffic limit)
+    direct = -1  # an O_DIRECT descriptor of the temp file, or -1 (``_direct_io``)
 
     def __init__(
         self,
@@ -234,7 +235,7 @@ class _Download:
         # Killed between the final rename and the checkpoint's deletion: the file is there.
         if (crc := await finished_file(self.io, cp, plan, self.tmp, self.dest)) is not None:
             return await _already_done(self, plan, size, crc)
-        fd, tmp_size = await self.io.run(open_destination, self.tmp)
+        fd, self.direct, tmp_size = await self.io.run(open_temp, self.tmp)
         try:
             resumed = listed_ranges(cp, plan, tmp_size)
             progress = _Progress(self.hook, self.key, size)
@@ -290,8 +291,10 @@ class _Download:
             )
         except BaseException:
             # To the end even if cancelled again (anyio re-delivers): no task outlives us.
-            await _shielded(self.io.run(_discard, fd, self.tmp if self.discard else None))
+            tmp = self.tmp if self.discard else None
+            await _shielded(self.io.run(_discard, fd, self.direct, tmp))
             raise
+        await self.io.run(close_quietly, self.direct)
         await self.io.run(finish_destination, fd, self.tmp, self.dest, size)
         if self.cp_path is not None:
             await self.io.run(remove_quietly, self.cp_path)
@@ -321,6 +324,7 @@ class _Download:
                 planned,
                 fd,
                 on_bytes=sent,
+                direct=self.direct,
                 fatal=lambda: progress.error,
                 headers=self.get_headers,
             )
@@ -399,8 +403,9 @@ class _Download:
             await self.io.run(remove_quietly, self.cp_path)
 
 
-def _discard(fd: int, tmp: str | None) -> None:
+def _discard(fd: int, direct: int, tmp: str | None) -> None:
     """Close the temp file after a failure; remove it too if nothing can resume from it."""
+    close_quietly(direct)
     os.close(fd)
     if tmp is not None:
         remove_quietly(tmp)

@@ -112,6 +112,7 @@ LAYERS: dict[str, int] = {
     # I/O adapters
     "_http": 3,
     "_fileio": 3,
+    "_direct_io": 4,  # a download's temp file written around the page cache (O_DIRECT)
     # the request layer: transport + credentials + signing + retry, one method per operation
     "_session": 4,
     # the transfer core shared by upload and download
