@@ -158,8 +158,13 @@ async def _main(job: dict[str, Any]) -> dict[str, Any]:
         sync_run = _oss2(job)
     elif client == "v2":
         sync_run = _v2(job)
-    elif client in ("ours", "ours-nowrite", "ours-discard"):
+    elif client in ("ours", "ours-buffered", "ours-nowrite", "ours-discard"):
         import aiooss_resume  # noqa: F401  (imported before the baseline is taken)
+
+        if client == "ours-buffered":  # the A/B: the temp file written through the page cache
+            from aiooss_resume import _direct_io
+
+            _direct_io._O_DIRECT = 0
     else:
         raise SystemExit(f"unknown client {client!r}")
     ticker = Ticker()
@@ -179,7 +184,7 @@ async def _main(job: dict[str, Any]) -> dict[str, Any]:
     received = None
     if sync_run is not None:
         await asyncio.to_thread(sync_run)
-    elif client == "ours":
+    elif client in ("ours", "ours-buffered"):
         await _ours(job)
     else:
         received = await _ours_ceiling(job, crc=client == "ours-nowrite")

@@ -13,6 +13,8 @@ directory (``$BENCH_TMPDIR`` or the system temp), removed after each run. Median
 ``--memory-part-sizes 8,64`` adds our peak RSS at other part sizes (memory bounded
 regardless of part size).
 
+``ours-buffered`` is ours with the temp file written through the page cache only (no
+``O_DIRECT``, as before ``aiooss_resume._direct_io``): the A/B of that change.
 Two *ceilings* can be added to ``--clients`` (not clients: our HTTP path without the file,
 ``benchmarks._download_worker._ours_ceiling``): ``ours-nowrite`` fetches every range as
 ``download_file`` does and computes its CRC-64 in the IoRunner but writes nothing (what the
@@ -52,7 +54,7 @@ from ._common import (
 )
 
 CLIENTS = ("ours", "oss2", "v2")
-CEILINGS = ("ours-nowrite", "ours-discard")
+CEILINGS = ("ours-buffered", "ours-nowrite", "ours-discard")
 KEY = "bench/download.bin"
 
 
