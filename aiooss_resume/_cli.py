@@ -80,6 +80,7 @@ from . import (
     __version__,
 )
 from ._checkpoint import (
+    DOWNLOAD_CHECKPOINT_FORMAT,
     Checkpoint,
     DownloadCheckpoint,
     decode_checkpoint,
@@ -1338,6 +1339,11 @@ def _download_status(args: argparse.Namespace, io: _Io, cp: DownloadCheckpoint) 
     temp_size = os.path.getsize(temp) if temp is not None and os.path.isfile(temp) else None
     if temp is None:
         temp_state = "unknown (the checkpoint is not named FILE.dcp)"
+    elif temp_size is None and part_count and len(cp.parts) == part_count:
+        temp_state = (
+            f"{temp} is missing and every range is done (killed after the rename?): the next "
+            f"run finishes if {temp[: -len('.tmp')]}'s CRC-64 is the object's"
+        )
     elif temp_size is None:
         temp_state = f"{temp} is missing: the next run downloads every range again"
     else:
@@ -1385,9 +1391,28 @@ def _maybe_download_status(args: argparse.Namespace, io: _Io, data: bytes) -> in
     """The status of a download checkpoint, or None if ``data`` is not one."""
     try:
         cp = decode_download_checkpoint(data)
-    except CheckpointError:
-        return None
+    except CheckpointError as exc:
+        if not _is_download_checkpoint(args.checkpoint_file, data):
+            return None
+        raise CheckpointError(
+            f"{args.checkpoint_file} is a damaged download checkpoint ({exc}); "
+            "the next download fetches every range again"
+        ) from None
     return _download_status(args, io, cp)
+
+
+def _is_download_checkpoint(path: str, data: bytes) -> bool:
+    """Whether a checkpoint that does not decode is a download's: its envelope names the
+    download format, or its name ends in ``.dcp`` and it is no valid upload checkpoint."""
+    if f'"format":"{DOWNLOAD_CHECKPOINT_FORMAT}"'.encode() in data[:256]:
+        return True
+    if not path.endswith(".dcp"):
+        return False
+    try:
+        decode_checkpoint(data)
+    except CheckpointError:
+        return True
+    return False
 
 
 def _add_download_commands(

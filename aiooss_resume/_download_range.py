@@ -47,8 +47,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from ._checkpoint import DownloadPart
 from ._crc64 import crc64, crc64_combine
+from ._direct_io import write_chunk_direct
 from ._errors import FileChangedError, IntegrityError, ProtocolError, ServiceError
-from ._fileio import IoRunner, write_chunk
+from ._fileio import IoRunner
 from ._http import HttpResponse
 from ._planner import PartPlan
 from ._session import Session
@@ -84,6 +85,7 @@ async def fetch_range(
     *,
     on_bytes: Callable[[int], Awaitable[None]] | None = None,
     write: bool = True,
+    direct: int = -1,
     fatal: Callable[[], BaseException | None] | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> tuple[int, int]:
@@ -91,6 +93,7 @@ async def fetch_range(
 
     ``on_bytes(n)``: ``n`` bytes of the range received so far in this attempt.
     ``write=False``: the repair's read pass, the CRC-64 only, nothing written.
+    ``direct``: an ``O_DIRECT`` descriptor of the same file, or -1 (``_direct_io``).
     A 412 (the object changed) is raised as ``FileChangedError``.
     """
     io: IoRunner = session._io
@@ -108,7 +111,9 @@ async def fetch_range(
                     f"{part.offset + part.size - 1} answered more than {part.size} bytes"
                 )
             if write:
-                current.crc = await io.run(write_chunk, fd, position, data, current.crc)
+                current.crc = await io.run(
+                    write_chunk_direct, fd, direct, position, data, current.crc
+                )
             else:
                 current.crc = await io.run(_crc_only, data, current.crc)
             current.written += len(data)

@@ -7,7 +7,10 @@ Theory of operation
 3. **Load the checkpoint** ``<file_path>.dcp`` (or the given path): it counts only if it
    decodes (checksummed envelope, as the upload's) and records the same object (ETag,
    size, CRC-64) and part size; otherwise everything is downloaded again. Ranges it lists
-   that end beyond the temp file's current size are downloaded again too.
+   that end beyond the temp file's current size are downloaded again too. A checkpoint
+   listing every range with no temp file left is a run killed after its final rename: if
+   the destination's CRC-64 is the object's, the download is finished as it is
+   (``_download_resume.finished_file``).
    Progress: the upload's event types (``UploadStarted``, ``BytesSent`` counting bytes
    written, ``PartDone``, ``UploadCompleted`` with ``upload_id=None``), monotone across
    a resume.
@@ -25,7 +28,8 @@ Theory of operation
    (removed from the checkpoint first) and checks again; only if that fails is it an
    ``IntegrityError`` (the checkpoint and the temp file are deleted, the destination is
    untouched).
-6. **Finish**: fsync, rename the temp file over ``file_path``, delete the checkpoint.
+6. **Finish**: write the checkpoint with every range, fsync, rename the temp file over
+   ``file_path``, delete the checkpoint.
    On failure or cancellation the checkpoint is flushed (bounded, shielded) and the temp
    file kept for the next run; without a checkpoint the temp file is removed.
 """
@@ -40,19 +44,14 @@ from os import PathLike
 
 import msgspec
 
-from ._checkpoint import (
-    DownloadCheckpoint,
-    DownloadPart,
-    decode_download_checkpoint,
-    encode_download_checkpoint,
-)
+from ._checkpoint import DownloadCheckpoint, DownloadPart, encode_download_checkpoint
+from ._direct_io import close_quietly, open_temp
 from ._download_range import fetch_range, repair
+from ._download_resume import finished_file, listed_ranges, read_checkpoint
 from ._errors import CheckpointError, FileChangedError, IntegrityError
 from ._events import ProgressHook, UploadCompleted, UploadStarted
 from ._fileio import (
     finish_destination,
-    open_destination,
-    read_optional,
     refuse_symlink,
     remove_quietly,
     write_atomic,
@@ -182,6 +181,7 @@ class _Download:
     """One call of ``download_file``."""
 
     get_headers: Mapping[str, str] = {}  # on every ranged GET (a traffic limit)
+    direct = -1  # an O_DIRECT descriptor of the temp file, or -1 (``_direct_io``)
 
     def __init__(
         self,
@@ -231,9 +231,13 @@ class _Download:
         )
         self.etag, self.ident = ident.etag, ident
         plan = plan_parts(size, self.part_size) if size else []
-        fd, tmp_size = await self.io.run(open_destination, self.tmp)
+        cp = await read_checkpoint(self.io, self.cp_path, ident)
+        # Killed between the final rename and the checkpoint's deletion: the file is there.
+        if (crc := await finished_file(self.io, cp, plan, self.tmp, self.dest)) is not None:
+            return await _already_done(self, plan, size, crc)
+        fd, self.direct, tmp_size = await self.io.run(open_temp, self.tmp)
         try:
-            resumed = await self._load(ident, plan, tmp_size)
+            resumed = listed_ranges(cp, plan, tmp_size)
             progress = _Progress(self.hook, self.key, size)
             for part in resumed.values():
                 progress.resume(part.number, part.size)
@@ -262,6 +266,8 @@ class _Download:
                 if self.writer is not None:
                     await self.writer.stop()
                 crc = await self._verify(plan, fd, ident, progress)
+                if self.writer is not None:  # every range: so a kill after the rename is
+                    await self.writer.flush()  # recognised (``finished_file``)
             except asyncio.CancelledError:
                 await clean_up_after_cancel(self._keep(None), f"download of {self.key}", "flush")
                 raise
@@ -285,8 +291,10 @@ class _Download:
             )
         except BaseException:
             # To the end even if cancelled again (anyio re-delivers): no task outlives us.
-            await _shielded(self.io.run(_discard, fd, self.tmp if self.discard else None))
+            tmp = self.tmp if self.discard else None
+            await _shielded(self.io.run(_discard, fd, self.direct, tmp))
             raise
+        await self.io.run(close_quietly, self.direct)
         await self.io.run(finish_destination, fd, self.tmp, self.dest, size)
         if self.cp_path is not None:
             await self.io.run(remove_quietly, self.cp_path)
@@ -303,41 +311,6 @@ class _Download:
             bytes_resumed=sum(p.size for p in resumed.values()),
         )
 
-    async def _load(
-        self, ident: DownloadCheckpoint, plan: list[PartPlan], tmp_size: int
-    ) -> dict[int, DownloadPart]:
-        """The ranges a valid checkpoint of this very object lists within the temp file."""
-        if self.cp_path is None:
-            return {}
-        data = await self.io.run(read_optional, self.cp_path)
-        if data is None:
-            return {}
-        try:
-            cp = decode_download_checkpoint(data)
-        except CheckpointError as exc:
-            logger.warning("checkpoint %s is damaged (%s): downloading all", self.cp_path, exc)
-            return {}
-        same = (cp.endpoint, cp.bucket, cp.key, cp.etag, cp.size, cp.crc64, cp.part_size) == (
-            ident.endpoint,
-            ident.bucket,
-            ident.key,
-            ident.etag,
-            ident.size,
-            ident.crc64,
-            ident.part_size,
-        )
-        if not same:
-            logger.warning("checkpoint %s is of another object: downloading all", self.cp_path)
-            return {}
-        planned = {p.number: p for p in plan}
-        return {
-            p.number: p
-            for p in cp.parts
-            if p.number in planned
-            and planned[p.number].size == p.size
-            and planned[p.number].offset + p.size <= tmp_size
-        }
-
     async def _fetch(self, plan: list[PartPlan], fd: int, progress: _Progress) -> None:
         async def send(planned: PartPlan) -> None:
             async def sent(n: int) -> None:
@@ -351,6 +324,7 @@ class _Download:
                 planned,
                 fd,
                 on_bytes=sent,
+                direct=self.direct,
                 fatal=lambda: progress.error,
                 headers=self.get_headers,
             )
@@ -429,8 +403,56 @@ class _Download:
             await self.io.run(remove_quietly, self.cp_path)
 
 
-def _discard(fd: int, tmp: str | None) -> None:
+def _discard(fd: int, direct: int, tmp: str | None) -> None:
     """Close the temp file after a failure; remove it too if nothing can resume from it."""
+    close_quietly(direct)
     os.close(fd)
     if tmp is not None:
         remove_quietly(tmp)
+
+
+async def _already_done(
+    job: _Download, plan: list[PartPlan], size: int, crc: int
+) -> DownloadResult:
+    """Finish a download whose file an earlier run renamed into place (``finished_file``)."""
+    progress = _Progress(job.hook, job.key, size)
+    for part in plan:
+        progress.resume(part.number, part.size)
+    await progress.emit(
+        UploadStarted(
+            key=job.key,
+            total_bytes=size,
+            part_count=len(plan),
+            part_size=job.part_size,
+            upload_id=None,
+            resumed=True,
+            resumed_bytes=size,
+            resumed_parts=len(plan),
+        )
+    )
+    await progress.finish()
+    await progress.emit(
+        UploadCompleted(
+            key=job.key,
+            total_bytes=size,
+            etag=job.etag,
+            crc64=crc,
+            upload_id=None,
+            parts_uploaded=0,
+            parts_resumed=len(plan),
+        )
+    )
+    if job.cp_path is not None:
+        await job.io.run(remove_quietly, job.cp_path)
+    return DownloadResult(
+        bucket=job.bucket,
+        key=job.key,
+        file_path=job.dest,
+        etag=job.etag,
+        crc64=crc,
+        size=size,
+        part_size=job.part_size,
+        parts_downloaded=0,
+        parts_resumed=len(plan),
+        bytes_resumed=size,
+    )

@@ -44,6 +44,55 @@ async def _ours(job: dict[str, Any]) -> None:
         )
 
 
+async def _ours_ceiling(job: dict[str, Any], *, crc: bool) -> int:
+    """Our HTTP path without the file: the ranges fetched as ``download_file`` does (same
+    part size, routines, If-Match), each body's CRC-64 computed in the IoRunner and nothing
+    written (``crc``: ``fetch_range(write=False)``, the repair's read pass), or every body
+    dropped on the loop (not ``crc``). Ceilings, not clients: what the file costs, and what
+    the emulator and aiohttp allow at all. Returns the bytes received."""
+    import aiooss_resume
+    from aiooss_resume._download_range import fetch_range
+    from aiooss_resume._planner import plan_parts
+
+    async with aiooss_resume.Client(
+        job["endpoint"],
+        credentials=aiooss_resume.Credentials(job["access_key_id"], job["access_key_secret"]),
+        region=job["region"],
+        signature_version="v4",
+    ) as client:
+        head = await client._request("HEAD", job["bucket"], job["key"])
+        etag = head.header("etag")
+        plan = plan_parts(int(head.header("content-length")), job["part_size"])
+        gate = asyncio.Semaphore(job["routines"])
+        received = [0] * (len(plan) + 1)
+
+        def drop(number: int) -> Callable[[], Callable[[bytes], Any]]:
+            def factory() -> Callable[[bytes], Any]:
+                received[number] = 0  # a retried range starts over
+
+                async def take(data: bytes) -> None:
+                    received[number] += len(data)
+
+                return take
+
+            return factory
+
+        async def one(part: Any) -> None:
+            async with gate:
+                if crc:
+                    _, received[part.number] = await fetch_range(
+                        client, job["bucket"], job["key"], etag, part, -1, write=False
+                    )
+                else:
+                    await client._get_range(
+                        job["bucket"], job["key"], part.offset, part.offset + part.size - 1,
+                        {"If-Match": etag}, drop(part.number), lambda resp: None, None,
+                    )  # fmt: skip
+
+        await asyncio.gather(*(one(p) for p in plan))
+        return sum(received)
+
+
 def _oss2(job: dict[str, Any]) -> Callable[[], None]:
     import oss2
 
@@ -109,8 +158,13 @@ async def _main(job: dict[str, Any]) -> dict[str, Any]:
         sync_run = _oss2(job)
     elif client == "v2":
         sync_run = _v2(job)
-    elif client == "ours":
+    elif client in ("ours", "ours-buffered", "ours-nowrite", "ours-discard"):
         import aiooss_resume  # noqa: F401  (imported before the baseline is taken)
+
+        if client == "ours-buffered":  # the A/B: the temp file written through the page cache
+            from aiooss_resume import _direct_io
+
+            _direct_io._O_DIRECT = 0
     else:
         raise SystemExit(f"unknown client {client!r}")
     ticker = Ticker()
@@ -127,17 +181,21 @@ async def _main(job: dict[str, Any]) -> dict[str, Any]:
     rss_before = _rss_now()
     t0 = os.times()
     w0 = time.perf_counter()
+    received = None
     if sync_run is not None:
         await asyncio.to_thread(sync_run)
-    else:
+    elif client in ("ours", "ours-buffered"):
         await _ours(job)
+    else:
+        received = await _ours_ceiling(job, crc=client == "ours-nowrite")
     wall = time.perf_counter() - w0
     t1 = os.times()
     ticker.stop()
     gc.callbacks.remove(gc_watch)
     await tick_task
     peak = _peak_rss()
-    size = await asyncio.to_thread(_remove, job["path"])
+    # A ceiling writes no file: the bytes it received are checked instead.
+    size = received if received is not None else await asyncio.to_thread(_remove, job["path"])
     if size != job["size"]:
         raise RuntimeError(f"{client} wrote {size} bytes, expected {job['size']}")
     return {

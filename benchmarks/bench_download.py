@@ -12,6 +12,16 @@ directory (``$BENCH_TMPDIR`` or the system temp), removed after each run. Median
 ``os.getloadavg()`` is recorded before and after every run (the machine may be shared).
 ``--memory-part-sizes 8,64`` adds our peak RSS at other part sizes (memory bounded
 regardless of part size).
+
+``ours-buffered`` is ours with the temp file written through the page cache only (no
+``O_DIRECT``, as before ``aiooss_resume._direct_io``): the A/B of that change.
+Two *ceilings* can be added to ``--clients`` (not clients: our HTTP path without the file,
+``benchmarks._download_worker._ours_ceiling``): ``ours-nowrite`` fetches every range as
+``download_file`` does and computes its CRC-64 in the IoRunner but writes nothing (what the
+file costs: ``ours`` minus this), ``ours-discard`` drops every body on the loop (what the
+emulator and aiohttp allow at all on this machine, at that moment). Loop lateness (1 ms
+ticker) is recorded per run, split into run-queue wait (the OS gave the CPU to another
+process) and the rest (``lateness_own_max_ms``: the client's own).
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ from ._common import (
 )
 
 CLIENTS = ("ours", "oss2", "v2")
+CEILINGS = ("ours-buffered", "ours-nowrite", "ours-discard")
 KEY = "bench/download.bin"
 
 
@@ -97,6 +108,7 @@ def summarize(runs: list[dict[str, Any]], size: int) -> dict[str, Any]:
         "rss_growth_mib": median([(r["rss_peak"] - r["rss_before"]) / MiB for r in runs]),
         "lateness_max_ms": max(r["lateness_max_ms"] for r in runs),
         "lateness_p99_ms": median([r["lateness_p99_ms"] for r in runs]),
+        "lateness_own_max_ms": max(r.get("lateness_own_max_ms", 0.0) for r in runs),
         "loadavg1": [round(r["loadavg_before"], 2) for r in runs],
     }
 
@@ -135,6 +147,7 @@ def run_one(
         f"  {client:>4} part {fmt_size(part_size):>6} x{routines:<3}: "
         f"{size / MiB / result['seconds']:8.1f} MiB/s cpu {cpu:5.2f} s/GiB "
         f"rss +{(result['rss_peak'] - result['rss_before']) / MiB:6.1f} MiB, "
+        f"late {result['lateness_max_ms']:5.1f} (own {result['lateness_own_max_ms']:5.1f}) ms, "
         f"load {load:.2f}",
         flush=True,
     )
@@ -146,8 +159,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     part_size = args.part_size * MiB
     clients = [c.strip() for c in args.clients.split(",") if c.strip()]
     for c in clients:
-        if c not in CLIENTS:
-            raise SystemExit(f"unknown client {c!r}; choose from {', '.join(CLIENTS)}")
+        if c not in CLIENTS + CEILINGS:
+            raise SystemExit(f"unknown client {c!r}; choose from {', '.join(CLIENTS + CEILINGS)}")
     runs: dict[str, list[dict[str, Any]]] = {c: [] for c in clients}
     memory: list[dict[str, Any]] = []
     with temp_dir() as tmp:
@@ -189,11 +202,11 @@ def report(doc: dict[str, Any]) -> None:
     print(f"\nDownload of {fmt_size(doc['size'])} from the {doc['server']} (medians)\n")
     print_table(
         ["client", "part", "routines", "n", "MiB/s", "CPU s/GiB", "server CPU s/GiB",
-         "peak RSS MiB", "RSS growth MiB", "loop late max ms"],
+         "peak RSS MiB", "RSS growth MiB", "loop late max ms", "own max ms"],
         [
             [c["client"], fmt_size(c["part_size"]), c["routines"], c["n"], c["mib_s"],
              c["cpu_s_per_gib"], c["server_cpu_s_per_gib"], c["rss_peak_mib"],
-             c["rss_growth_mib"], c["lateness_max_ms"]]
+             c["rss_growth_mib"], c["lateness_max_ms"], c["lateness_own_max_ms"]]
             for c in cells
         ],
     )  # fmt: skip

@@ -2,14 +2,15 @@
 
     python tests/reliability_download_worker.py --endpoint URL --access-key-id AK
         --access-key-secret SK --bucket B --key K --file PATH [--part-size N] [--routines N]
-        [--trap write:N|replace:N|rename]
+        [--trap write:N|replace:N|rename|renamed]
 
 Prints ``READY`` once imported, ``DONE {json}`` after a successful download (exit 0) or
 ``ERROR type: message`` (exit 1). ``--trap write:N`` / ``replace:N`` stop in the middle of
 the Nth checkpoint write / just before its rename (``reliability_worker.install_trap``, the
 upload worker's traps, on ``PATH.dcp``); ``--trap rename`` stops just before the temp file
-is renamed over ``PATH``. Each prints ``TRAP ...`` and sleeps, so the parent can SIGKILL the
-process at exactly that point.
+is renamed over ``PATH``, ``--trap renamed`` just after it (before the checkpoint's
+deletion). Each prints ``TRAP ...`` and sleeps, so the parent can SIGKILL the process at
+exactly that point.
 """
 
 from __future__ import annotations
@@ -26,14 +27,18 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from reliability_worker import emit, install_trap
 
 
-def install_rename_trap(dest: str) -> None:
+def install_rename_trap(dest: str, *, after: bool = False) -> None:
     real_replace = os.replace
 
     def trapped(src, dst, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if os.fspath(dst) == dest:
+        if os.fspath(dst) == dest and not after:
             emit("TRAP rename")
             time.sleep(30)
-        return real_replace(src, dst, *args, **kwargs)
+        result = real_replace(src, dst, *args, **kwargs)
+        if os.fspath(dst) == dest and after:
+            emit("TRAP renamed")
+            time.sleep(30)
+        return result
 
     os.replace = trapped
 
@@ -78,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     dest = os.path.abspath(args.file)
     if args.trap == "rename":
         install_rename_trap(dest)
+    elif args.trap == "renamed":
+        install_rename_trap(dest, after=True)
     elif args.trap:
         install_trap(args.trap, dest + ".dcp")
     emit("READY")

@@ -112,6 +112,7 @@ LAYERS: dict[str, int] = {
     # I/O adapters
     "_http": 3,
     "_fileio": 3,
+    "_direct_io": 4,  # a download's temp file written around the page cache (O_DIRECT)
     # the request layer: transport + credentials + signing + retry, one method per operation
     "_session": 4,
     # the transfer core shared by upload and download
@@ -126,6 +127,7 @@ LAYERS: dict[str, int] = {
     "_stream_parts": 6,  # reading a stream into parts (Bucket.upload_stream)
     "_stream": 7,  # the stream upload, on the upload engine's resume phases
     "_download_range": 6,  # one range of a download, and the repair of a bad file
+    "_download_resume": 6,  # what a download checkpoint lets the next run keep
     "_downloader": 7,
     # many files under one budget (issue 11.2): the walker, the manifest, the orchestrator
     "_manifest": 1,

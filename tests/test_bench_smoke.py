@@ -81,6 +81,7 @@ def test_download_benchmark_smoke(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "benchmarks", "download", "--size", "4MiB"]
     command += ["--part-size", "1", "--routines", "2", "--repeat", "1"]
     command += ["--memory-part-sizes", "2", "--results-dir", str(tmp_path)]
+    command += ["--clients", "ours,oss2,v2,ours-buffered,ours-nowrite,ours-discard"]
     proc = subprocess.run(
         command,
         cwd=ROOT,
@@ -92,11 +93,13 @@ def test_download_benchmark_smoke(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads((tmp_path / "download-4MiB.json").read_text())
-    assert sorted(cell["client"] for cell in doc["cells"]) == ["oss2", "ours", "v2"]
+    clients = sorted(cell["client"] for cell in doc["cells"])
+    assert clients == ["oss2", "ours", "ours-buffered", "ours-discard", "ours-nowrite", "v2"]
     for cell in doc["cells"]:
         assert (cell["part_size"], cell["routines"], cell["n"]) == (1024 * 1024, 2, 1)
         assert cell["runs"][0]["seconds"] > 0
         assert len(cell["loadavg1"]) == 1
+        assert cell["lateness_own_max_ms"] >= 0
     assert doc["memory"][0]["part_size"] == 2 * 1024 * 1024
     assert "Ratios (same run)" in proc.stdout
     assert not list((ROOT / "benchmarks" / "results").glob("download-4MiB*"))
@@ -173,3 +176,28 @@ def test_scaling_benchmark_smoke(tmp_path: Path) -> None:
     plot_written = (tmp_path / "scaling.png").exists()
     assert plot_written or "matplotlib is not installed" in proc.stdout
     assert not list((ROOT / "benchmarks" / "results").glob("scaling-4MiB*"))
+
+
+def test_pagecache_floor_smoke(tmp_path: Path) -> None:
+    """The new-file write floor (download follow-up) runs and writes its JSON."""
+    command = [sys.executable, "-m", "benchmarks.pagecache_floor", "--size", "4MiB"]
+    command += ["--threads", "1,2", "--gap", "0", "--repeat", "1"]
+    command += ["--results-dir", str(tmp_path)]
+    proc = subprocess.run(
+        command,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "BENCH_TMPDIR": str(tmp_path)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads((tmp_path / "pagecache-floor.json").read_text())
+    cells = {(c["threads"], c["state"]): c for c in doc["cells"]}
+    assert sorted(cells) == [(1, "cold"), (1, "hot"), (2, "cold"), (2, "hot")]
+    for cell in cells.values():
+        assert cell["n"] == 1
+        assert cell["runs"][0]["pwrite_s"] > 0
+        assert "loadavg1" in cell["runs"][0]
+    assert not list(tmp_path.glob("pagecache-*/floor.bin"))

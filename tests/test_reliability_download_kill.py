@@ -9,7 +9,9 @@ point, chosen among:
 * ``head``: when the HEAD reaches the server;
 * ``cp-write``: halfway through writing the n-th checkpoint's temporary file;
 * ``cp-replace``: after the n-th checkpoint is fsynced, just before its rename;
-* ``rename``: just before the complete temp file is renamed over the destination.
+* ``rename``: just before the complete temp file is renamed over the destination;
+* ``renamed``: just after it, before the checkpoint's deletion (the next run must then
+  finish from the file in place, without a GetObject).
 
 Each iteration kills 1-3 runs, then resumes (in-process, or in a last subprocess) until
 success. Asserted after every kill:
@@ -51,7 +53,10 @@ from .reliability_helpers import BUCKET, KIB, MIB, make_client, make_file, wait_
 pytestmark = pytest.mark.anyio
 
 WORKER = Path(__file__).with_name("reliability_download_worker.py")
-MODES = ("range", "range", "range", "timer", "timer", "head", "cp-write", "cp-replace", "rename")
+MODES = (
+    "range", "range", "range", "timer", "timer", "head", "cp-write", "cp-replace", "rename",
+    "renamed",
+)  # fmt: skip
 
 
 @dataclass
@@ -78,6 +83,7 @@ class Stats:
     iterations: int = 0
     by_mode: dict[str, int] = field(default_factory=dict)
     refetched: int = 0  # ranges fetched again after a kill (written, not yet recorded)
+    finished_in_place: int = 0  # resumes after a "renamed" kill: no GetObject at all
     cp_tmp_left: int = 0
     locks_left: int = 0  # a kill between the checkpoint's and the lock's removal
 
@@ -128,8 +134,8 @@ async def _run_worker(
         args += ["--trap", f"write:{rng.randint(1, 4)}"]
     elif mode == "cp-replace":
         args += ["--trap", f"replace:{rng.randint(1, 4)}"]
-    elif mode == "rename":
-        args += ["--trap", "rename"]
+    elif mode in ("rename", "renamed"):
+        args += ["--trap", mode]
     start = len(server.requests)
     proc = await asyncio.create_subprocess_exec(
         *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
@@ -221,6 +227,7 @@ async def _iteration(server: OssServer, killer: Killer, tmp: Path, seed: int, st
     dest = work / "out.bin"
     total_gets = 0
     last_killed = False
+    mode = ""
     for attempt in range(rng.randint(1, 3)):
         mode = rng.choice([m for m in MODES if attempt == 0 or m != "head"])
         killed, gets = await _run_worker(
@@ -260,9 +267,13 @@ async def _iteration(server: OssServer, killer: Killer, tmp: Path, seed: int, st
                     key, dest, part_size, routines=routines, checkpoint=True
                 )
             assert result.size == size
-            total_gets += sum(
+            gets = sum(
                 1 for r in server.requests[start:] if r.operation == "GetObject" and r.key == key
             )
+            if mode == "renamed":  # the file was in place: recognised, not fetched again
+                assert (gets, result.parts_downloaded) == (0, 0)
+                stats.finished_in_place += 1
+            total_gets += gets
     assert dest.read_bytes() == data
     left = sorted(p.name for p in work.iterdir())
     stray = [n for n in left if not (n.startswith(".out.bin.dcp.") and n.endswith(".tmp"))]
@@ -305,5 +316,6 @@ async def test_download_kill9_random_moments_ci(tmp_path: Path) -> None:
 @pytest.mark.timeout(3600)
 async def test_download_kill9_random_moments_soak(tmp_path: Path) -> None:
     stats = await _kill_suite(tmp_path, kills=120, base_seed=90_000)
-    for mode in ("range", "timer", "head", "cp-write", "cp-replace", "rename"):
+    for mode in ("range", "timer", "head", "cp-write", "cp-replace", "rename", "renamed"):
         assert stats.by_mode.get(mode, 0) > 0, stats
+    assert stats.finished_in_place > 0, stats
