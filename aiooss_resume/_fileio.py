@@ -75,7 +75,7 @@ __all__ = [
 CHUNK_SIZE = 1024 * 1024
 """Read size per thread job: the main throughput lever (performance notes: 64 KiB -> 1 MiB
 took aiohttp from ~630 to ~1,350 MiB/s) while keeping memory at routines x ~2 MiB (a part's
-next chunk is read while the current one is sent: ``_upload_resume.READ_AHEAD``)."""
+next chunk is read while the current one is sent: ``_upload_body.READ_AHEAD``)."""
 
 CRC_JOB_SIZE = 64 * 1024 * 1024
 """Bytes CRC'd per thread job when verifying a resume. A job cannot be interrupted and anyio's

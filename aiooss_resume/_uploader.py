@@ -87,6 +87,7 @@ from ._transfer import (
     run_parts,
     take_lock,
 )
+from ._upload_body import _Body
 from ._upload_plan import (
     UploadResult,
     _resolve_paths,
@@ -94,7 +95,7 @@ from ._upload_plan import (
     checkpoint_path_for,
     route_headers,
 )
-from ._upload_resume import _Body, _Resume
+from ._upload_resume import _Resume
 
 __all__ = [
     "FLUSH_TIMEOUT",

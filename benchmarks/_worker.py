@@ -32,7 +32,7 @@ KNOBS = {
     # knob: (module, attribute) of a tuning constant the engine reads at call time
     "chunk_size": ("aiooss_resume._upload_resume", "CHUNK_SIZE"),
     "stagger": ("aiooss_resume._transfer", "STAGGER_STARTS"),
-    "read_ahead": ("aiooss_resume._upload_resume", "READ_AHEAD"),
+    "read_ahead": ("aiooss_resume._upload_body", "READ_AHEAD"),
     "tls_write_slice": ("aiooss_resume._http", "WRITE_SLICE"),
 }
 

@@ -123,6 +123,7 @@ LAYERS: dict[str, int] = {
     "_put_once": 6,  # PutObject whose lost answer meets forbid-overwrite (audit of issue 10)
     # the two directions
     "_upload_resume": 6,
+    "_upload_body": 6,  # one part's request body (read ahead, CRC, checks)
     "_uploader": 7,
     "_stream_parts": 6,  # reading a stream into parts (Bucket.upload_stream)
     "_stream": 7,  # the stream upload, on the upload engine's resume phases
