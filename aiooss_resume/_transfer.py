@@ -319,6 +319,10 @@ class _CheckpointWriter(Generic[_Checkpoint, _Part]):
             except CheckpointError as exc:
                 self.error = exc
                 return
+            except Exception as exc:  # a save that failed otherwise: not a silent stop
+                self.error = CheckpointError(f"cannot write checkpoint {self.path!r}: {exc!r}")
+                self.error.__cause__ = exc
+                return
             # Space writes by a multiple of their cost; parts finishing meanwhile coalesce
             # (``record`` leaves ``_wake`` set, so the next write follows the gap).
             gap = max(self.MIN_GAP, self.GAP_FACTOR * (time.monotonic() - started))
