@@ -277,6 +277,7 @@ class Bucket(ManyUploads):
         checkpoint_dir: str | PathLike[str] | None = None,
         on_progress: ProgressHook | None = None,
         options: ObjectOptions | None = None,
+        direct_io: bool = False,
     ) -> DownloadResult:
         """Download ``key`` to ``file_path``, resumably, in Range GETs of ``part_size`` bytes.
 
@@ -286,6 +287,12 @@ class Bucket(ManyUploads):
         ranges it finished, if the object did not change (ETag, size, CRC-64).
         ``options=ObjectOptions(traffic_limit=...)`` throttles each ranged GET; any other
         field is a ``ValueError`` (it describes an object, which a download does not set).
+
+        ``direct_io=True`` writes the temp file around the page cache (``O_DIRECT``, Linux,
+        where the file system allows it; elsewhere buffered as usual): much less kernel CPU
+        on machines where new page-cache pages are costly, but the finished file is not in
+        the cache and each write waits for the device, which can be slower on network file
+        systems or disks. Off by default; see the Downloading page.
 
         Raises:
             ValueError, TypeError, IsADirectoryError: bad arguments, before any request.
@@ -307,6 +314,7 @@ class Bucket(ManyUploads):
             checkpoint_dir=checkpoint_dir,
             on_progress=on_progress,
             options=options,
+            direct_io=direct_io,
         )
 
     async def abort_upload(self, key: str, upload_id: str) -> None:

@@ -155,6 +155,7 @@ async def download_file(
     checkpoint_dir: str | PathLike[str] | None,
     on_progress: ProgressHook | None,
     options: ObjectOptions | None = None,
+    direct_io: bool = False,
 ) -> DownloadResult:
     """See ``Bucket.download_file``."""
     validate_key(key)
@@ -174,6 +175,7 @@ async def download_file(
     dest, cp_path = await session._io.run(_resolve, file_path, checkpoint, checkpoint_dir)
     job = _Download(session, bucket, key, dest, part_size, routines, cp_path, on_progress)
     job.get_headers = get_headers
+    job.direct_io = bool(direct_io)
     return await job.run()
 
 
@@ -181,6 +183,7 @@ class _Download:
     """One call of ``download_file``."""
 
     get_headers: Mapping[str, str] = {}  # on every ranged GET (a traffic limit)
+    direct_io = False  # asked for: write the temp file with O_DIRECT where it can
     direct = -1  # an O_DIRECT descriptor of the temp file, or -1 (``_direct_io``)
 
     def __init__(
@@ -235,7 +238,7 @@ class _Download:
         # Killed between the final rename and the checkpoint's deletion: the file is there.
         if (crc := await finished_file(self.io, cp, plan, self.tmp, self.dest)) is not None:
             return await _already_done(self, plan, size, crc)
-        fd, self.direct, tmp_size = await self.io.run(open_temp, self.tmp)
+        fd, self.direct, tmp_size = await self.io.run(open_temp, self.tmp, self.direct_io)
         try:
             resumed = listed_ranges(cp, plan, tmp_size)
             progress = _Progress(self.hook, self.key, size)

@@ -21,7 +21,7 @@ from typing import Any
 from ._worker import GcWatch, Ticker, _peak_rss, _reset_peak_rss, _rss_now, _trust
 
 
-async def _ours(job: dict[str, Any]) -> None:
+async def _ours(job: dict[str, Any], *, direct_io: bool = False) -> None:
     import ssl
 
     import aiooss_resume
@@ -41,6 +41,7 @@ async def _ours(job: dict[str, Any]) -> None:
             routines=job["routines"],
             checkpoint=True,
             checkpoint_dir=job["checkpoint_dir"],
+            direct_io=direct_io,
         )
 
 
@@ -158,13 +159,8 @@ async def _main(job: dict[str, Any]) -> dict[str, Any]:
         sync_run = _oss2(job)
     elif client == "v2":
         sync_run = _v2(job)
-    elif client in ("ours", "ours-buffered", "ours-nowrite", "ours-discard"):
+    elif client in ("ours", "ours-direct", "ours-nowrite", "ours-discard"):
         import aiooss_resume  # noqa: F401  (imported before the baseline is taken)
-
-        if client == "ours-buffered":  # the A/B: the temp file written through the page cache
-            from aiooss_resume import _direct_io
-
-            _direct_io._O_DIRECT = 0
     else:
         raise SystemExit(f"unknown client {client!r}")
     ticker = Ticker()
@@ -184,8 +180,8 @@ async def _main(job: dict[str, Any]) -> dict[str, Any]:
     received = None
     if sync_run is not None:
         await asyncio.to_thread(sync_run)
-    elif client in ("ours", "ours-buffered"):
-        await _ours(job)
+    elif client in ("ours", "ours-direct"):
+        await _ours(job, direct_io=client == "ours-direct")
     else:
         received = await _ours_ceiling(job, crc=client == "ours-nowrite")
     wall = time.perf_counter() - w0

@@ -81,7 +81,7 @@ def test_download_benchmark_smoke(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "benchmarks", "download", "--size", "4MiB"]
     command += ["--part-size", "1", "--routines", "2", "--repeat", "1"]
     command += ["--memory-part-sizes", "2", "--results-dir", str(tmp_path)]
-    command += ["--clients", "ours,oss2,v2,ours-buffered,ours-nowrite,ours-discard"]
+    command += ["--clients", "ours,oss2,v2,ours-direct,ours-nowrite,ours-discard"]
     proc = subprocess.run(
         command,
         cwd=ROOT,
@@ -94,7 +94,7 @@ def test_download_benchmark_smoke(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads((tmp_path / "download-4MiB.json").read_text())
     clients = sorted(cell["client"] for cell in doc["cells"])
-    assert clients == ["oss2", "ours", "ours-buffered", "ours-discard", "ours-nowrite", "v2"]
+    assert clients == ["oss2", "ours", "ours-direct", "ours-discard", "ours-nowrite", "v2"]
     for cell in doc["cells"]:
         assert (cell["part_size"], cell["routines"], cell["n"]) == (1024 * 1024, 2, 1)
         assert cell["runs"][0]["seconds"] > 0

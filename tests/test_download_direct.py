@@ -1,4 +1,5 @@
-"""The download's temp file written with ``O_DIRECT`` where aligned (``_direct_io``)."""
+"""The download's temp file written with ``O_DIRECT`` where aligned, when
+``download_file(direct_io=True)`` asks (``_direct_io``); never by default."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def test_open_temp_opens_a_direct_descriptor_where_the_file_system_allows(
     tmp_path: Path,
 ) -> None:
     expected = _fs_does_o_direct(tmp_path / "probe")
-    fd, direct, size = open_temp(str(tmp_path / "f.tmp"))
+    fd, direct, size = open_temp(str(tmp_path / "f.tmp"), True)
     try:
         assert size == 0
         assert (direct >= 0) == expected
@@ -44,6 +45,12 @@ def test_open_temp_opens_a_direct_descriptor_where_the_file_system_allows(
         close_quietly(direct)
         os.close(fd)
     close_quietly(-1)  # nothing opened: nothing to close
+
+
+def test_open_temp_opens_no_direct_descriptor_unless_asked(tmp_path: Path) -> None:
+    fd, direct, _ = open_temp(str(tmp_path / "f.tmp"), False)
+    os.close(fd)
+    assert direct == -1
 
 
 def test_chunks_land_exactly_whichever_way_they_are_written(tmp_path: Path) -> None:
@@ -112,18 +119,65 @@ async def server(tmp_path: Path) -> AsyncIterator[OssServer]:
         (100 * 1024 + 1, 2 * MIB + 4097),  # ranges start mid-page: mostly buffered
     ],
 )
+@pytest.mark.parametrize("direct_io", [True, False])
 async def test_downloads_are_exact_with_aligned_and_unaligned_ranges(
-    server: OssServer, tmp_path: Path, part_size: int, size: int
+    server: OssServer, tmp_path: Path, part_size: int, size: int, direct_io: bool
 ) -> None:
     data = os.urandom(size)
     dest = tmp_path / "out.bin"
     async with client_for(server) as client:
         await put(client, tmp_path, "obj", data)
         result = await client.bucket(BUCKET).download_file(
-            "obj", dest, part_size, routines=4, checkpoint=True
+            "obj", dest, part_size, routines=4, checkpoint=True, direct_io=direct_io
         )
     assert dest.read_bytes() == data
     assert result.crc64 == crc64(data)
     assert not Path(f"{dest}.tmp").exists()
     assert not Path(f"{dest}.dcp").exists()
     assert isinstance(result, oss.DownloadResult)
+
+
+def _temp_file_flags(tmp: Path) -> list[int]:
+    """The open flags of this process's descriptors of ``tmp`` (Linux ``/proc``)."""
+    flags = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}") != str(tmp):
+                continue
+            with open(f"/proc/self/fdinfo/{name}") as info:
+                for line in info:
+                    if line.startswith("flags:"):
+                        flags.append(int(line.split()[1], 8))
+        except OSError:
+            continue  # closed meanwhile
+    return flags
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fdinfo")
+@pytest.mark.parametrize("direct_io", [None, False, True])
+async def test_o_direct_only_when_asked(
+    server: OssServer, tmp_path: Path, direct_io: bool | None
+) -> None:
+    """Seen from outside: the temp file's open descriptors, read from /proc during the
+    download, carry O_DIRECT only with ``direct_io=True`` (and a file system that takes it)."""
+    data = os.urandom(2 * MIB)
+    dest = tmp_path / "out.bin"
+    seen: list[int] = []
+
+    def look(event: object) -> None:
+        seen.extend(_temp_file_flags(tmp_path / "out.bin.tmp"))
+
+    kwargs = {} if direct_io is None else {"direct_io": direct_io}
+    async with client_for(server) as client:
+        await put(client, tmp_path, "obj", data)
+        await client.bucket(BUCKET).download_file(
+            "obj", dest, 256 * 1024, routines=2, on_progress=look, **kwargs
+        )
+    assert dest.read_bytes() == data
+    assert seen, "the progress hook never saw the temp file open"
+    with_direct = {bool(f & os.O_DIRECT) for f in seen}
+    if direct_io and _fs_does_o_direct(tmp_path / "probe"):
+        assert with_direct == {False, True}  # the buffered descriptor and the direct one
+    else:
+        assert with_direct == {False}
