@@ -67,6 +67,7 @@ from . import (
     FileChangedError,
     IntegrityError,
     NoSuchUploadError,
+    ObjectOptions,
     OssError,
     PartDone,
     PartRetried,
@@ -86,6 +87,8 @@ from ._checkpoint import (
     decode_download_checkpoint,
 )
 from ._cli_many import add_many_arguments, upload_tree
+from ._cli_options import add_option_arguments, object_options, option_flags, upload_only_flags
+from ._cli_stdin import STDIN, StdinPrinter, add_stdin_arguments, check_stdin_args, upload_stdin
 from ._client import validate_bucket_name, validate_key
 from ._downloader import DownloadResult, download_checkpoint_path
 from ._planner import MAX_PART_SIZE, MIN_PART_SIZE
@@ -256,6 +259,16 @@ def _parse_headers(items: Sequence[str]) -> dict[str, str]:
             raise UsageError(f"--header expects NAME:VALUE, got {item!r}")
         headers[name.strip()] = value.strip()
     return headers
+
+
+def _object_options(
+    args: argparse.Namespace, headers: dict[str, str] | None = None
+) -> ObjectOptions | None:
+    """The typed option flags as ``ObjectOptions``; a bad value is a usage error."""
+    try:
+        return object_options(args, headers)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _count(n: int, noun: str) -> str:
@@ -641,6 +654,7 @@ def _resume_command(prog: Sequence[str], args: argparse.Namespace) -> str:
         cmd += ["--signature-version", args.signature_version]
     for header in args.header:
         cmd += ["--header", header]
+    cmd += option_flags(args)  # typed option flags (issues 10.15, 11)
     if args.json:
         cmd.append("--json")
     if args.quiet:
@@ -683,6 +697,11 @@ class _Interrupt:
 
 
 async def _cmd_upload(args: argparse.Namespace, io: _Io) -> int:
+    problem = check_stdin_args(args)
+    if problem is not None:
+        raise UsageError(problem)
+    if args.file == STDIN:  # upload - oss://BUCKET/KEY (issue 11 item 3): see _cli_stdin
+        return await _upload_stdin(args, io)
     if args.recursive:  # upload -r DIR oss://BUCKET/PREFIX/ (issue 11.2): see _cli_many
         if isinstance(args.checkpoint, str):
             raise UsageError("-r keeps a checkpoint directory: use --checkpoint-dir DIR")
@@ -700,11 +719,13 @@ async def _cmd_upload(args: argparse.Namespace, io: _Io) -> int:
             logging_to=lambda: _library_logging(None, io.stderr, args.quiet),
             resume_command=_resume_command(io.prog, args),
             headers=_parse_headers(args.header),
+            options=_object_options(args, _parse_headers(args.header)),
             exit_interrupted=EXIT_INTERRUPTED,
             exit_aborted=EXIT_ABORTED,
         )
     bucket_name, key = _target(args.target)
     headers = _parse_headers(args.header)
+    options = _object_options(args, headers)
     if args.checkpoint_dir and args.checkpoint is False:
         raise UsageError("--checkpoint-dir and --no-checkpoint contradict each other")
     if args.checkpoint_dir and isinstance(args.checkpoint, str):
@@ -728,6 +749,7 @@ async def _cmd_upload(args: argparse.Namespace, io: _Io) -> int:
                 checkpoint_dir=args.checkpoint_dir,
                 headers=headers,
                 on_progress=printer,
+                options=options,
             )
         )
         with _library_logging(printer, io.stderr, args.quiet), _Interrupt(task) as interrupt:
@@ -748,6 +770,32 @@ async def _cmd_upload(args: argparse.Namespace, io: _Io) -> int:
             io.stdout.write(summary_line(result, seconds) + "\n")
         io.stdout.flush()
     return EXIT_OK
+
+
+async def _upload_stdin(args: argparse.Namespace, io: _Io) -> int:
+    bucket_name, key = _target(args.target)
+    headers = _parse_headers(args.header)
+    options = _object_options(args, headers)
+    printer = StdinPrinter(
+        io.stderr, _progress_mode(args, io.stderr), args.progress_interval, format_size
+    )
+    return await upload_stdin(
+        args,
+        sys.stdin.buffer,
+        io.stdout,
+        io.stderr,
+        _client(args),
+        bucket=bucket_name,
+        key=key,
+        headers=headers,
+        options=options,
+        printer=printer,
+        guard=_Interrupt,
+        logging_to=lambda: _library_logging(None, io.stderr, args.quiet),
+        summary=summary_line,
+        summary_json=_summary_json,
+        exit_aborted=EXIT_ABORTED,
+    )
 
 
 def _interrupted(
@@ -805,9 +853,10 @@ def _upload_interrupted_hard(args: argparse.Namespace, io: _Io) -> int:
     except UsageError:  # cannot happen once the upload ran; be safe all the same
         io.stderr.write("interrupted\n")
         return EXIT_ABORTED if args.checkpoint is False else EXIT_INTERRUPTED
-    if args.checkpoint is False:
+    if args.checkpoint is False or args.file == STDIN:
+        why = "standard input" if args.file == STDIN else "--no-checkpoint"
         io.stderr.write(
-            "interrupted: not resumable (--no-checkpoint); interrupted again while it was "
+            f"interrupted: not resumable ({why}); interrupted again while it was "
             "being aborted, the upload may still exist on OSS: list it with "
             f"`aiooss-resume uploads oss://{bucket}/{key}` and abort it with "
             f"`aiooss-resume abort oss://{bucket}/{key} --upload-id ID`\n"
@@ -1217,6 +1266,7 @@ def _download_resume_command(prog: Sequence[str], args: argparse.Namespace) -> s
         cmd += ["--checkpoint-dir", os.path.abspath(args.checkpoint_dir)]
     if args.signature_version != "v4":
         cmd += ["--signature-version", args.signature_version]
+    cmd += option_flags(args)  # --traffic-limit (issues 10.15, 11)
     if args.json:
         cmd.append("--json")
     if args.quiet:
@@ -1257,6 +1307,7 @@ def _cmd_download(args: argparse.Namespace, io: _Io) -> Coroutine[Any, Any, int]
             "give the checkpoint's path or its directory, not both"
         )
     args.file = _download_dest(args.file, key)
+    args.options = _object_options(args)  # --traffic-limit only
     checkpoint: bool | str = True if args.checkpoint_dir else args.checkpoint
     try:
         cp_path = download_checkpoint_path(
@@ -1287,6 +1338,7 @@ async def _download(
                 checkpoint=checkpoint,
                 checkpoint_dir=args.checkpoint_dir,
                 on_progress=printer,
+                options=args.options,
             )
         )
         with _library_logging(printer, io.stderr, args.quiet), _Interrupt(task) as interrupt:
@@ -1321,6 +1373,8 @@ def _cp_handler(upload: Callable[[argparse.Namespace, _Io], Any]) -> Callable[..
             raise UsageError("cp: copying from OSS to OSS is not supported; DEST must be local")
         if args.header:
             raise UsageError("--header applies to uploads only")
+        if upload_only_flags(args):
+            raise UsageError(f"{', '.join(upload_only_flags(args))} apply to uploads only")
         if getattr(args, "recursive", False):
             raise UsageError("-r applies to uploads only")
         args.source, args.file = args.file, args.target
@@ -1445,6 +1499,7 @@ def _add_download_commands(
         metavar="SECONDS",
         help="seconds between progress lines (default 0.1 on a terminal, else 3)",
     )
+    add_option_arguments(dl, download=True)  # --traffic-limit (issues 10.15, 11)
     dl.set_defaults(handler=_cmd_download, parser=dl)
     # cp stays the upload parser's alias (its options, and any an upload hook adds); only
     # the handler looks at the direction.
@@ -1538,7 +1593,9 @@ def build_parser(prog: str = "aiooss-resume") -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="seconds between progress lines (default 0.1 on a terminal, else 3)",
     )
+    add_option_arguments(up)  # typed object options (issues 10.15, 11, _cli_options)
     add_many_arguments(up)  # upload -r DIR (issue 11.2, _cli_many)
+    add_stdin_arguments(up, _size_arg)  # upload - oss://BUCKET/KEY (issue 11 item 3)
     up.set_defaults(handler=_cmd_upload, parser=up)
 
     ab = sub.add_parser(
