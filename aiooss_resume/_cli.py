@@ -158,6 +158,10 @@ Resumable by default: a checkpoint is kept beside the file (LOCAL_FILE.cp) while
 runs and deleted when it completes. If the upload is interrupted (Ctrl-C, a network failure,
 a crash), run the same command again: parts already on OSS, verified by their CRC-64, are not
 sent again. --no-checkpoint disables this (an interrupted upload is then aborted).
+
+LOCAL_FILE '-' uploads standard input as it arrives (upload - oss://BUCKET/KEY): it cannot
+be read again, so it is not resumable (Ctrl-C aborts the upload, exit 4) and its progress
+goes to stderr. -r uploads a directory.
 """
 
 

@@ -51,12 +51,13 @@ def ops(server: ThreadedOssServer) -> list[str]:
 )
 def test_stdin_is_stored_byte_exact(oss: ThreadedOssServer, size: int) -> None:
     data = os.urandom(size)
-    proc = pipe(data, "oss://bkt/s.bin", "--part-size", "100KiB", env=cli_env(oss))
+    proc = pipe(data, "oss://bkt/s.txt", "--part-size", "100KiB", env=cli_env(oss))
     assert proc.returncode == EXIT_OK, proc.stderr
-    assert oss.read_object("bkt", "s.bin") == data
-    info = oss.object_info("bkt", "s.bin")
+    assert oss.read_object("bkt", "s.txt") == data
+    info = oss.object_info("bkt", "s.txt")
     assert info is not None and info.size == size
-    assert b"uploaded oss://bkt/s.bin" in proc.stdout  # the summary on stdout
+    assert info.headers.get("content-type") == "text/plain"  # guessed from the key
+    assert b"uploaded oss://bkt/s.txt" in proc.stdout  # the summary on stdout
     if size > 100 * KiB:
         assert ops(oss).count("UploadPart") == 4 and "CompleteMultipartUpload" in ops(oss)
         assert b"from stdin" in proc.stderr  # the progress line goes to stderr
