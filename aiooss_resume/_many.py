@@ -130,7 +130,11 @@ class ManyJob(Reporter):
         self.fail_fast = fail_fast
         self.headers = dict(headers) if headers else None
         self.head_headers = plan.other
-        doc = f"{client.endpoint}\n{bucket}\n{identity}\n{sorted((headers or {}).items())}"
+        # What shapes the objects names the transfer; a throttle (x-oss-traffic-limit) or who
+        # pays (x-oss-request-payer), which ride on every part, does not: as for upload_file's
+        # checkpoint, a rerun may change them.
+        shaping = sorted((k, v) for k, v in (headers or {}).items() if k not in plan.part)
+        doc = f"{client.endpoint}\n{bucket}\n{identity}\n{shaping}"
         self.fingerprint = hashlib.sha256(doc.encode("utf-8", "surrogatepass")).hexdigest()[:32]
         super().__init__(on_progress)
         self.budget = asyncio.Semaphore(routines)

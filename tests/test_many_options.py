@@ -13,9 +13,10 @@ from pathlib import Path
 
 import oss2
 import pytest
+from aiohttp import web
 
 import aiooss_resume as oss
-from aiooss_resume.testing import OssServer
+from aiooss_resume.testing import Fault, FaultContext, OssServer
 
 from .reliability_helpers import BUCKET, KIB, assert_object, make_client, make_file
 
@@ -110,3 +111,43 @@ async def test_a_conflict_or_a_bad_type_fails_before_any_request(tmp_path: Path)
                 )
         assert list(server.requests) == []
         assert server.object_info(BUCKET, "k") is None
+
+
+async def test_a_rerun_may_change_the_traffic_limit_not_what_shapes_the_objects(
+    tmp_path: Path,
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    blobs = {name: make_file(src / name, 3000, i) for i, name in enumerate(("a.txt", "b.txt"))}
+    cp = tmp_path / "cp"
+    limits: list[str | None] = []
+
+    async def capture(ctx: FaultContext) -> web.StreamResponse | None:
+        if ctx.operation == "PutObject":
+            limits.append(ctx.request.headers.get("x-oss-traffic-limit"))
+        return None
+
+    first = oss.ObjectOptions(traffic_limit=819_200, content_type="text/plain")
+    async with OssServer(root=tmp_path / "server", buckets=[BUCKET]) as server:
+        server.faults.add(Fault(operation="PutObject", nth=2, times=None, status=403))
+        async with make_client(server) as client:
+            bucket = client.bucket(BUCKET)
+            one = await bucket.upload_dir(
+                "p/", src, checkpoint_dir=cp, options=first, routines=1, files_in_flight=1
+            )
+            assert one.count("uploaded") == 1 and one.count("failed") == 1
+            assert cp.is_dir()  # kept for the rerun
+            # Other options that shape the objects: another transfer, refused.
+            other = oss.ObjectOptions(traffic_limit=819_200, content_type="text/csv")
+            with pytest.raises(oss.CheckpointError, match="another transfer"):
+                await bucket.upload_dir("p/", src, checkpoint_dir=cp, options=other)
+            # Another traffic limit: the same transfer, resumed.
+            server.faults.clear()
+            server.faults.add(Fault(times=None, hook=capture))
+            again = oss.ObjectOptions(traffic_limit=1_000_000, content_type="text/plain")
+            two = await bucket.upload_dir("p/", src, checkpoint_dir=cp, options=again)
+        assert two.ok and two.count("unchanged") == 1 and two.count("uploaded") == 1
+        assert limits == ["1000000"]  # only the file that had failed was sent, throttled anew
+        assert not cp.exists()
+        for name, blob in blobs.items():
+            assert_object(server, "p/" + name, blob)
