@@ -14,8 +14,8 @@ exit code, never a traceback:
 2     OSS answered with an error (``ServiceError``: the line names code, message, request id)
 3     a local or client-side failure: network, credentials, checkpoint, file changed,
       CRC mismatch, missing file...
-4     interrupted (Ctrl-C or SIGTERM) and not resumable (``--no-checkpoint``): the upload
-      was aborted, nothing is kept
+4     interrupted (Ctrl-C or SIGTERM) and not resumable (``--no-checkpoint``, or standard
+      input with ``upload -``): the upload was aborted, nothing is kept
 5     interrupted (Ctrl-C or SIGTERM) and resumable: the checkpoint is kept and the exact
       command that resumes is printed
 ====  =====================================================================================
@@ -137,6 +137,7 @@ exit codes:
   2  OSS answered with an error; the line names its code, message and request id
   3  local or client error (network, credentials, checkpoint, file changed, CRC, missing file)
   4  interrupted (Ctrl-C/SIGTERM) and not resumable (--no-checkpoint): the upload was aborted
+     (standard input, upload -, is never resumable)
   5  interrupted (Ctrl-C/SIGTERM) and resumable: run the printed command to resume
 
 environment:
