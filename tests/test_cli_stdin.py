@@ -180,3 +180,39 @@ def test_ctrl_c_while_stdin_is_still_open(oss: ThreadedOssServer) -> None:
     assert code == EXIT_ABORTED, err
     assert oss.object_info("bkt", "k") is None
     assert "AbortMultipartUpload" in ops(oss)
+
+
+def test_a_second_ctrl_c_during_the_abort_still_exits_4(oss: ThreadedOssServer) -> None:
+    """The first Ctrl-C starts the abort (stalled here), the second lands during it: exit 4,
+    no resume command, and the message says where to find what may be left."""
+    oss.faults.add(Fault(operation="AbortMultipartUpload", stall=30.0))
+    proc = subprocess.Popen(
+        [*CLI, "upload", "-", "oss://bkt/k", "--part-size", "100KiB"],
+        env=cli_env(oss), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdin is not None
+    proc.stdin.write(os.urandom(250 * KiB))  # stdin stays open
+    proc.stdin.flush()
+    try:
+        deadline = time.monotonic() + 30
+        while ops(oss).count("UploadPart") < 2 and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        while oss.stats.in_flight["AbortMultipartUpload"] == 0:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the abort never arrived"
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 20
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        code = proc.poll()  # ended with stdin still open
+    finally:
+        proc.kill()
+        _, err = proc.communicate(timeout=30)
+    assert code == EXIT_ABORTED, err
+    assert b"Traceback" not in err
+    assert b"not resumable (standard input)" in err
+    assert b"resume with" not in err
