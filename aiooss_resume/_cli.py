@@ -14,8 +14,8 @@ exit code, never a traceback:
 2     OSS answered with an error (``ServiceError``: the line names code, message, request id)
 3     a local or client-side failure: network, credentials, checkpoint, file changed,
       CRC mismatch, missing file...
-4     interrupted (Ctrl-C or SIGTERM) and not resumable (``--no-checkpoint``): the upload
-      was aborted, nothing is kept
+4     interrupted (Ctrl-C or SIGTERM) and not resumable (``--no-checkpoint``, or standard
+      input with ``upload -``): the upload was aborted, nothing is kept
 5     interrupted (Ctrl-C or SIGTERM) and resumable: the checkpoint is kept and the exact
       command that resumes is printed
 ====  =====================================================================================
@@ -67,6 +67,7 @@ from . import (
     FileChangedError,
     IntegrityError,
     NoSuchUploadError,
+    ObjectOptions,
     OssError,
     PartDone,
     PartRetried,
@@ -87,6 +88,8 @@ from ._checkpoint import (
     decode_download_checkpoint,
 )
 from ._cli_many import add_many_arguments, upload_tree
+from ._cli_options import add_option_arguments, object_options, option_flags, upload_only_flags
+from ._cli_stdin import STDIN, StdinPrinter, add_stdin_arguments, check_stdin_args, upload_stdin
 from ._client import validate_bucket_name, validate_key
 from ._downloader import DownloadResult, download_checkpoint_path
 from ._planner import MAX_PART_SIZE, MIN_PART_SIZE
@@ -135,6 +138,7 @@ exit codes:
   2  OSS answered with an error; the line names its code, message and request id
   3  local or client error (network, credentials, checkpoint, file changed, CRC, missing file)
   4  interrupted (Ctrl-C/SIGTERM) and not resumable (--no-checkpoint): the upload was aborted
+     (standard input, upload -, is never resumable)
   5  interrupted (Ctrl-C/SIGTERM) and resumable: run the printed command to resume
 
 environment:
@@ -156,6 +160,10 @@ Resumable by default: a checkpoint is kept beside the file (LOCAL_FILE.cp) while
 runs and deleted when it completes. If the upload is interrupted (Ctrl-C, a network failure,
 a crash), run the same command again: parts already on OSS, verified by their CRC-64, are not
 sent again. --no-checkpoint disables this (an interrupted upload is then aborted).
+
+LOCAL_FILE '-' uploads standard input as it arrives (upload - oss://BUCKET/KEY): it cannot
+be read again, so it is not resumable (Ctrl-C aborts the upload, exit 4) and its progress
+goes to stderr. -r uploads a directory.
 """
 
 
@@ -257,6 +265,16 @@ def _parse_headers(items: Sequence[str]) -> dict[str, str]:
             raise UsageError(f"--header expects NAME:VALUE, got {item!r}")
         headers[name.strip()] = value.strip()
     return headers
+
+
+def _object_options(
+    args: argparse.Namespace, headers: dict[str, str] | None = None
+) -> ObjectOptions | None:
+    """The typed option flags as ``ObjectOptions``; a bad value is a usage error."""
+    try:
+        return object_options(args, headers)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _count(n: int, noun: str) -> str:
@@ -642,6 +660,7 @@ def _resume_command(prog: Sequence[str], args: argparse.Namespace) -> str:
         cmd += ["--signature-version", args.signature_version]
     for header in args.header:
         cmd += ["--header", header]
+    cmd += option_flags(args)  # typed option flags (issues 10.15, 11)
     if args.json:
         cmd.append("--json")
     if args.quiet:
@@ -684,6 +703,11 @@ class _Interrupt:
 
 
 async def _cmd_upload(args: argparse.Namespace, io: _Io) -> int:
+    problem = check_stdin_args(args)
+    if problem is not None:
+        raise UsageError(problem)
+    if args.file == STDIN:  # upload - oss://BUCKET/KEY (issue 11 item 3): see _cli_stdin
+        return await _upload_stdin(args, io)
     if args.recursive:  # upload -r DIR oss://BUCKET/PREFIX/ (issue 11.2): see _cli_many
         if isinstance(args.checkpoint, str):
             raise UsageError("-r keeps a checkpoint directory: use --checkpoint-dir DIR")
@@ -701,11 +725,13 @@ async def _cmd_upload(args: argparse.Namespace, io: _Io) -> int:
             logging_to=lambda: _library_logging(None, io.stderr, args.quiet),
             resume_command=_resume_command(io.prog, args),
             headers=_parse_headers(args.header),
+            options=_object_options(args, _parse_headers(args.header)),
             exit_interrupted=EXIT_INTERRUPTED,
             exit_aborted=EXIT_ABORTED,
         )
     bucket_name, key = _target(args.target)
     headers = _parse_headers(args.header)
+    options = _object_options(args, headers)
     if args.checkpoint_dir and args.checkpoint is False:
         raise UsageError("--checkpoint-dir and --no-checkpoint contradict each other")
     if args.checkpoint_dir and isinstance(args.checkpoint, str):
@@ -729,6 +755,7 @@ async def _cmd_upload(args: argparse.Namespace, io: _Io) -> int:
                 checkpoint_dir=args.checkpoint_dir,
                 headers=headers,
                 on_progress=printer,
+                options=options,
             )
         )
         with _library_logging(printer, io.stderr, args.quiet), _Interrupt(task) as interrupt:
@@ -749,6 +776,32 @@ async def _cmd_upload(args: argparse.Namespace, io: _Io) -> int:
             io.stdout.write(summary_line(result, seconds) + "\n")
         io.stdout.flush()
     return EXIT_OK
+
+
+async def _upload_stdin(args: argparse.Namespace, io: _Io) -> int:
+    bucket_name, key = _target(args.target)
+    headers = _parse_headers(args.header)
+    options = _object_options(args, headers)
+    printer = StdinPrinter(
+        io.stderr, _progress_mode(args, io.stderr), args.progress_interval, format_size
+    )
+    return await upload_stdin(
+        args,
+        sys.stdin.buffer,
+        io.stdout,
+        io.stderr,
+        _client(args),
+        bucket=bucket_name,
+        key=key,
+        headers=headers,
+        options=options,
+        printer=printer,
+        guard=_Interrupt,
+        logging_to=lambda: _library_logging(None, io.stderr, args.quiet),
+        summary=summary_line,
+        summary_json=_summary_json,
+        exit_aborted=EXIT_ABORTED,
+    )
 
 
 def _interrupted(
@@ -806,9 +859,10 @@ def _upload_interrupted_hard(args: argparse.Namespace, io: _Io) -> int:
     except UsageError:  # cannot happen once the upload ran; be safe all the same
         io.stderr.write("interrupted\n")
         return EXIT_ABORTED if args.checkpoint is False else EXIT_INTERRUPTED
-    if args.checkpoint is False:
+    if args.checkpoint is False or args.file == STDIN:
+        why = "standard input" if args.file == STDIN else "--no-checkpoint"
         io.stderr.write(
-            "interrupted: not resumable (--no-checkpoint); interrupted again while it was "
+            f"interrupted: not resumable ({why}); interrupted again while it was "
             "being aborted, the upload may still exist on OSS: list it with "
             f"`aiooss-resume uploads oss://{bucket}/{key}` and abort it with "
             f"`aiooss-resume abort oss://{bucket}/{key} --upload-id ID`\n"
@@ -1218,6 +1272,7 @@ def _download_resume_command(prog: Sequence[str], args: argparse.Namespace) -> s
         cmd += ["--checkpoint-dir", os.path.abspath(args.checkpoint_dir)]
     if args.signature_version != "v4":
         cmd += ["--signature-version", args.signature_version]
+    cmd += option_flags(args)  # --traffic-limit (issues 10.15, 11)
     if args.json:
         cmd.append("--json")
     if args.quiet:
@@ -1258,6 +1313,7 @@ def _cmd_download(args: argparse.Namespace, io: _Io) -> Coroutine[Any, Any, int]
             "give the checkpoint's path or its directory, not both"
         )
     args.file = _download_dest(args.file, key)
+    args.options = _object_options(args)  # --traffic-limit only
     checkpoint: bool | str = True if args.checkpoint_dir else args.checkpoint
     try:
         cp_path = download_checkpoint_path(
@@ -1288,6 +1344,7 @@ async def _download(
                 checkpoint=checkpoint,
                 checkpoint_dir=args.checkpoint_dir,
                 on_progress=printer,
+                options=args.options,
             )
         )
         with _library_logging(printer, io.stderr, args.quiet), _Interrupt(task) as interrupt:
@@ -1322,6 +1379,8 @@ def _cp_handler(upload: Callable[[argparse.Namespace, _Io], Any]) -> Callable[..
             raise UsageError("cp: copying from OSS to OSS is not supported; DEST must be local")
         if args.header:
             raise UsageError("--header applies to uploads only")
+        if upload_only_flags(args):
+            raise UsageError(f"{', '.join(upload_only_flags(args))} apply to uploads only")
         if getattr(args, "recursive", False):
             raise UsageError("-r applies to uploads only")
         args.source, args.file = args.file, args.target
@@ -1470,6 +1529,7 @@ def _add_download_commands(
         metavar="SECONDS",
         help="seconds between progress lines (default 0.1 on a terminal, else 3)",
     )
+    add_option_arguments(dl, download=True)  # --traffic-limit (issues 10.15, 11)
     dl.set_defaults(handler=_cmd_download, parser=dl)
     # cp stays the upload parser's alias (its options, and any an upload hook adds); only
     # the handler looks at the direction.
@@ -1563,7 +1623,9 @@ def build_parser(prog: str = "aiooss-resume") -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="seconds between progress lines (default 0.1 on a terminal, else 3)",
     )
+    add_option_arguments(up)  # typed object options (issues 10.15, 11, _cli_options)
     add_many_arguments(up)  # upload -r DIR (issue 11.2, _cli_many)
+    add_stdin_arguments(up, _size_arg)  # upload - oss://BUCKET/KEY (issue 11 item 3)
     up.set_defaults(handler=_cmd_upload, parser=up)
 
     ab = sub.add_parser(

@@ -26,6 +26,7 @@ from typing import Any, Protocol, TextIO
 import msgspec
 
 from ._client import Client
+from ._headers import ObjectOptions
 from ._many_types import FileFinished, ManyEvent, ManyProgress, ManyResult
 from ._walk import compile_glob
 
@@ -198,6 +199,7 @@ async def upload_tree(
     headers: dict[str, str] | None,
     exit_interrupted: int,
     exit_aborted: int,
+    options: ObjectOptions | None = None,
 ) -> int:
     """Run ``upload -r``; returns the exit code (see the module docstring)."""
     if prefix and not prefix.endswith("/"):
@@ -227,6 +229,7 @@ async def upload_tree(
                 headers=headers,
                 on_progress=printer,
                 keep_outcomes=False,  # the summary needs the counts and the problems only
+                options=options,
             )
         )
         with logging_to(), guard(task) as interrupt:

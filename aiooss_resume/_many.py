@@ -47,6 +47,7 @@ from typing import Any, cast
 
 from ._errors import CheckpointError, OssError
 from ._fileio import IoRunner, read_optional
+from ._headers import ObjectOptions, merge_headers
 from ._manifest import (
     Manifest,
     ManifestEntry,
@@ -129,7 +130,11 @@ class ManyJob(Reporter):
         self.fail_fast = fail_fast
         self.headers = dict(headers) if headers else None
         self.head_headers = plan.other
-        doc = f"{client.endpoint}\n{bucket}\n{identity}\n{sorted((headers or {}).items())}"
+        # What shapes the objects names the transfer; a throttle (x-oss-traffic-limit) or who
+        # pays (x-oss-request-payer), which ride on every part, does not: as for upload_file's
+        # checkpoint, a rerun may change them.
+        shaping = sorted((k, v) for k, v in (headers or {}).items() if k not in plan.part)
+        doc = f"{client.endpoint}\n{bucket}\n{identity}\n{shaping}"
         self.fingerprint = hashlib.sha256(doc.encode("utf-8", "surrogatepass")).hexdigest()[:32]
         super().__init__(on_progress)
         self.budget = asyncio.Semaphore(routines)
@@ -356,6 +361,7 @@ class ManyUploads:
         headers: Mapping[str, str] | None = None,
         on_progress: ManyProgressHook | None = None,
         keep_outcomes: bool = True,
+        options: ObjectOptions | None = None,
     ) -> ManyResult:
         """Upload many files, given as ``(key, file_path)`` pairs, under one budget.
 
@@ -379,6 +385,9 @@ class ManyUploads:
                 file and ``ManyProgress`` (aggregate bytes, files, ETA).
             keep_outcomes: False keeps only the outcomes that are not ``uploaded`` or
                 ``unchanged`` (counts stay exact), so memory does not grow with the files.
+            options: typed object options (``ObjectOptions``), applied to every object as
+                for ``upload_file``; a header given both here and in ``headers`` is a
+                ``ValueError``, raised before any request.
 
         Returns:
             A ``ManyResult`` with one ``FileOutcome`` per file.
@@ -399,7 +408,7 @@ class ManyUploads:
             checkpoint_dir=checkpoint_dir,
             sync=sync,
             fail_fast=fail_fast,
-            headers=headers,
+            headers=merge_headers(options, headers),
             on_progress=on_progress,
             keep_outcomes=keep_outcomes,
         )
@@ -422,6 +431,7 @@ class ManyUploads:
         headers: Mapping[str, str] | None = None,
         on_progress: ManyProgressHook | None = None,
         keep_outcomes: bool = True,
+        options: ObjectOptions | None = None,
     ) -> ManyResult:
         """Upload every file under ``directory`` to ``prefix`` + its relative path.
 
@@ -432,7 +442,7 @@ class ManyUploads:
         never walked). ``normalize`` (``"NFC"``/``"NFD"``) normalises names into keys. The
         other arguments, the result and the errors are those of ``upload_many``
         (``FileNotFoundError``/``NotADirectoryError`` for a bad ``directory``, before any
-        request). See docs/many.md.
+        request; ``options`` as for ``upload_many``). See docs/many.md.
         """
         return await upload_dir(
             self.client,
@@ -450,7 +460,7 @@ class ManyUploads:
             checkpoint_dir=checkpoint_dir,
             sync=sync,
             fail_fast=fail_fast,
-            headers=headers,
+            headers=merge_headers(options, headers),
             on_progress=on_progress,
             keep_outcomes=keep_outcomes,
         )

@@ -137,6 +137,8 @@ LAYERS: dict[str, int] = {
     "_many_types": 6,
     "_many": 7,  # receives upload_file from _client (it cannot import _uploader, same layer)
     "_cli_many": 9,  # upload -r; below _cli, which hands it the client and its helpers
+    "_cli_options": 9,  # the typed object-option flags (issues 10.15, 11)
+    "_cli_stdin": 9,  # upload - oss://BUCKET/KEY: stdin through upload_stream (issue 11)
     # facade and tools
     "_client": 8,
     "__init__": 9,
