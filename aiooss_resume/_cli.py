@@ -1273,6 +1273,8 @@ def _download_resume_command(prog: Sequence[str], args: argparse.Namespace) -> s
     if args.signature_version != "v4":
         cmd += ["--signature-version", args.signature_version]
     cmd += option_flags(args)  # --traffic-limit (issues 10.15, 11)
+    if getattr(args, "direct_io", False):
+        cmd.append("--direct-io")
     if args.json:
         cmd.append("--json")
     if args.quiet:
@@ -1345,6 +1347,7 @@ async def _download(
                 checkpoint_dir=args.checkpoint_dir,
                 on_progress=printer,
                 options=args.options,
+                direct_io=getattr(args, "direct_io", False),  # not on `cp` (the upload parser)
             )
         )
         with _library_logging(printer, io.stderr, args.quiet), _Interrupt(task) as interrupt:
@@ -1530,6 +1533,12 @@ def _add_download_commands(
         help="seconds between progress lines (default 0.1 on a terminal, else 3)",
     )
     add_option_arguments(dl, download=True)  # --traffic-limit (issues 10.15, 11)
+    dl.add_argument(
+        "--direct-io",
+        action="store_true",
+        help="write the file around the page cache (O_DIRECT, Linux, where the file system "
+        "takes it); off by default: see docs/downloading.md",
+    )
     dl.set_defaults(handler=_cmd_download, parser=dl)
     # cp stays the upload parser's alias (its options, and any an upload hook adds); only
     # the handler looks at the direction.

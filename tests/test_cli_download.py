@@ -219,3 +219,24 @@ def test_ctrl_c_without_checkpoint_exits_4_and_leaves_nothing(
     assert "not resumable (--no-checkpoint)" in err
     assert "resume with" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["oss"]
+
+
+def test_direct_io_is_passed_on_and_kept_in_the_resume_command(
+    server: ThreadedOssServer, tmp_path: Path
+) -> None:
+    """``--direct-io`` (download_file(direct_io=True)): the download is exact, and the
+    command printed after Ctrl-C keeps the flag, so the resumed run writes the same way."""
+    data = put(server, tmp_path, "big.bin", 500 * KiB)
+    proc, err = _interrupt_after_two_ranges(server, tmp_path, "--direct-io")
+    assert proc.returncode == EXIT_INTERRUPTED, err
+    resume = err.split("resume with:\n", 1)[1].strip().splitlines()[0]
+    command = shlex.split(resume)
+    assert "--direct-io" in command
+    server.faults.clear()
+    again = subprocess.run(
+        command, env=cli_env(server), cwd="/", capture_output=True, text=True, timeout=30
+    )
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "big.out").read_bytes() == data
+    help_text = run("download", "--help", env=cli_env(server)).stdout
+    assert "--direct-io" in help_text
