@@ -2,21 +2,19 @@
 
 ``_stream`` drives an upload from these pieces (see its theory of operation):
 ``_PartReader`` cuts whatever chunks the source yields into parts and checks their type
-and the stream's length, ``_PartBody`` is a held part's request body, ``run_held_parts``
-runs part tasks as parts are read (the reader is the backpressure), and ``resume_offset`` /
+and the stream's length, ``_PartBody`` is a held part's request body (the parts are run
+by the shared ``_transfer.run_parts`` as they are read), and ``resume_offset`` /
 ``kept_parts`` decide what a resumed upload keeps and where the stream is reopened.
 """
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
     Awaitable,
     Callable,
-    Coroutine,
     Mapping,
 )
 from typing import Any, NamedTuple, Protocol, TypeAlias, TypeGuard, cast
@@ -28,9 +26,6 @@ from ._fileio import CHUNK_SIZE, IoRunner
 from ._http import HttpResponse
 from ._models import PartInfo
 from ._transfer import (
-    _cancellation_of,
-    _CheckpointWriter,
-    _first_error,
     _Progress,
     _response_crc,
     _same_etag,
@@ -45,7 +40,6 @@ __all__ = [
     "no_chunks",
     "recorded_object",
     "resume_offset",
-    "run_held_parts",
 ]
 
 
@@ -284,39 +278,6 @@ class _PartBody:
 class _HeldPart(NamedTuple):
     number: int
     part: _Part
-
-
-async def run_held_parts(
-    parts: AsyncIterator[_HeldPart],
-    routines: int,
-    send: Callable[[_HeldPart], Coroutine[Any, Any, None]],
-    writer: _CheckpointWriter[Any, Any] | None,
-) -> None:
-    """``_transfer.run_parts`` for parts read as they come: the same error and cancel rules,
-    and the semaphore taken once a part is filled (see the module docstring, 4)."""
-    semaphore = asyncio.Semaphore(routines)
-
-    def release(_: asyncio.Task[None]) -> None:
-        semaphore.release()
-
-    task = asyncio.current_task()
-    assert task is not None
-    cancelling = task.cancelling()
-    try:
-        async with asyncio.TaskGroup() as group:
-            async for part in parts:
-                await semaphore.acquire()
-                if writer is not None and writer.error is not None:
-                    semaphore.release()
-                    raise writer.error
-                group.create_task(send(part)).add_done_callback(release)
-                del part  # the task holds it; this frame must not while the next one fills
-            for _ in range(routines):
-                await semaphore.acquire()
-    except BaseExceptionGroup as group_error:
-        if task.cancelling() > cancelling:
-            raise _cancellation_of(group_error) from None
-        raise _first_error(group_error) from None
 
 
 def recorded_object(
