@@ -133,22 +133,42 @@ async def no_chunks() -> AsyncIterator[Any]:
     yield  # an async generator that yields nothing
 
 
-class _Part(NamedTuple):
-    """A part as it is held: 1 MiB blocks (the last one shorter), its size and CRC-64."""
+KEEP_CHUNKS = True
+"""Hold the source's own immutable chunks (pieces of at least ``KEEP_MIN`` bytes) by
+reference instead of copying them into fresh blocks; a knob only so that the benchmark
+can measure it against copying (``benchmarks/bench_stream.py``)."""
+KEEP_MIN = 32 * 1024
+"""Pieces shorter than this are joined into blocks of up to ``CHUNK_SIZE`` bytes (a copy):
+held one by one, their per-object overhead would rival their bytes, and each would be
+one socket write."""
 
-    blocks: list[bytes]
+
+class _Part(NamedTuple):
+    """A part as it is held: its blocks (each at most 1 MiB), its size and CRC-64."""
+
+    blocks: list[bytes | memoryview]
     size: int
     crc: int
+
+
+def _join_into(blocks: list[bytes | memoryview], pieces: list[memoryview], crc: int) -> int:
+    """Append ``pieces`` joined as one block to ``blocks``; clear them; the CRC continued."""
+    blocks.append(block := b"".join(pieces))
+    pieces.clear()
+    return crc64(block, crc)
 
 
 class _PartReader:
     """Cuts the source's chunks into parts of ``part_size`` bytes; checks types and length.
 
-    A part is built as blocks of ``CHUNK_SIZE`` bytes, each joined once from the pieces of
-    the chunks it spans (the only copy of the bytes: the blocks are what is sent) and its
-    CRC-64 continued on the loop (~20 µs a block). ``received`` counts the stream's bytes
-    from offset 0 (a reopened stream starts at its offset). Only one chunk of the source is
-    held besides the part being filled.
+    A part is a list of blocks of at most ``CHUNK_SIZE`` bytes: read-only views of the
+    source's own chunks, held by reference (no copy), when they are ``bytes`` (immutable:
+    nothing can change them while the part waits for OSS) and at least ``KEEP_MIN`` long;
+    runs of shorter pieces joined into one block (a copy). A chunk in any other buffer
+    (bytearray, a memoryview of one, even read-only, mmap) is copied when it is taken: its
+    owner may refill it once asked for the next chunk. The part's CRC-64 is continued
+    block by block on the loop (at most 1 MiB a call, ~70 µs). ``received`` counts the
+    stream's bytes from offset 0 (a reopened stream starts at its offset).
     """
 
     def __init__(
@@ -183,9 +203,9 @@ class _PartReader:
             view = memoryview(chunk).cast("B")
             if not view.nbytes:
                 continue
-            if not view.readonly:
+            if not isinstance(view.obj, bytes):
                 # A buffer the source may refill once asked for its next chunk: copied, as
-                # its pieces may wait in a block being joined until then.
+                # its pieces are held until OSS acknowledged their part.
                 view = memoryview(bytes(view))
             if self.size is not None and self.received + view.nbytes > self.size:
                 raise StreamLengthError(
@@ -210,26 +230,32 @@ class _PartReader:
         if self._put_back is not None:
             part, self._put_back = self._put_back, None
             return part
-        blocks: list[bytes] = []
-        pieces: list[memoryview] = []
-        size = in_block = crc = 0
+        blocks: list[bytes | memoryview] = []
+        pieces: list[memoryview] = []  # short ones, to be joined into one block
+        size = joined = crc = 0
+        keep = KEEP_MIN if KEEP_CHUNKS else CHUNK_SIZE + 1
         while size < self.part_size:
             if self._pending is None and not await self._pull():
                 break
             assert self._pending is not None
-            take = min(self.part_size - size, CHUNK_SIZE - in_block, self._pending.nbytes)
-            pieces.append(self._pending[:take])
+            take = min(self.part_size - size, CHUNK_SIZE - joined, self._pending.nbytes)
+            piece = self._pending[:take]
             self._pending = self._pending[take:] if take < self._pending.nbytes else None
             size += take
-            in_block += take
-            if in_block == CHUNK_SIZE or size == self.part_size:
-                blocks.append(block := b"".join(pieces))
-                crc = crc64(block, crc)
-                pieces.clear()
-                in_block = 0
+            if take >= keep:
+                if pieces:
+                    crc = _join_into(blocks, pieces, crc)
+                    joined = 0
+                blocks.append(piece)  # the source's own bytes, by reference
+                crc = crc64(piece, crc)
+                continue
+            pieces.append(piece)
+            joined += take
+            if joined == CHUNK_SIZE:
+                crc = _join_into(blocks, pieces, crc)
+                joined = 0
         if pieces:
-            blocks.append(block := b"".join(pieces))
-            crc = crc64(block, crc)
+            crc = _join_into(blocks, pieces, crc)
         return _Part(blocks, size, crc)
 
     async def at_end(self) -> bool:
@@ -237,7 +263,8 @@ class _PartReader:
 
 
 class _PartBody:
-    """A held part's request body: its blocks, afresh for every attempt."""
+    """A held part's request body: its blocks, afresh for every attempt; progress is
+    reported once per MiB sent and at the part's end."""
 
     def __init__(self, progress: _Progress, number: int, part: _Part) -> None:
         self.progress = progress
@@ -253,10 +280,15 @@ class _PartBody:
         return self.failure
 
     async def _chunks(self) -> AsyncIterator[bytes]:
-        end = 0
+        end = reported = 0
         for block in self.part.blocks:
-            yield block
+            # A read-only view of the source's bytes or a joined block: aiohttp writes any
+            # bytes-like object (``_http`` hands it memoryview slices over HTTPS too).
+            yield cast(bytes, block)
             end += len(block)
+            if end - reported < CHUNK_SIZE and end < self.part.size:
+                continue  # progress per MiB, not per 64 KiB piece
+            reported = end
             try:
                 await self.progress.sent(self.number, end)
             except Exception as exc:  # the hook's: stop sending, the upload has failed
