@@ -4,6 +4,7 @@ Checked through the reader (``_PartReader``) and end to end against the emulator
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -95,3 +96,32 @@ async def test_bytes_sent_is_reported_per_mib_not_per_chunk(server: OssServer) -
     sent = [e.bytes_done for e in events if isinstance(e, oss.BytesSent)]
     assert sent == sorted(sent) and sent[-1] == len(data)
     assert 6 <= len(sent) <= 4 * 2 + 2  # 2 per 2 MiB part (+ the last, short part's)
+
+
+async def test_the_reader_yields_to_the_loop_while_a_source_never_suspends() -> None:
+    """A generator that never awaits would fill a whole part in one loop step: the reader
+    yields to the loop after every MiB it cuts, so other tasks run meanwhile."""
+    ticks = 0
+    stop = False
+
+    async def other_task() -> None:
+        nonlocal ticks
+        while not stop:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    data = os.urandom(64 * KIB)
+
+    async def never_suspends() -> AsyncIterator[bytes]:
+        for _ in range(4 * MIB // len(data)):
+            yield data
+
+    task = asyncio.create_task(other_task())
+    await asyncio.sleep(0)
+    before = ticks
+    _, body = await _part_of(never_suspends(), 4 * MIB)
+    during = ticks - before
+    stop = True
+    await task
+    assert len(body) == 4 * MIB
+    assert during >= 3  # one yield per MiB cut (the 4th MiB ends the part)
