@@ -6,7 +6,14 @@ web server hands over) and in big ones (16 MiB), and ``upload_file`` of a file o
 size for comparison, side by side in one run. Measured per run: wall seconds, MiB/s, the
 child's RSS just before the upload (after a warm-up upload, so imports and first-request
 caches are in it) and its peak RSS during the upload (VmHWM reset through
-``/proc/self/clear_refs``), and the load average before and after (the machine is shared).
+``/proc/self/clear_refs``), the lateness of a 1 ms ticker on the child's event loop during
+the upload (``_worker.Ticker``: max, p99, and "own", less the run-queue wait), and the load
+average before and after (the machine is shared).
+
+``--modes`` adds A/B variants (see ``MODES``): ``-copy`` copies the source's chunks into
+fresh 1 MiB blocks (``_stream_parts.KEEP_CHUNKS = False``, the behaviour before chunks
+were held by reference), ``-fresh`` makes every chunk a new ``bytes`` object in the source
+(as a socket reader does) instead of a view of one reused block.
 
 Issue 11's memory bound for a stream is ``(routines + 2) x part_size + 32 MiB`` of growth:
 the library holds at most ``routines + 1`` parts. The bound is reported, never asserted.
