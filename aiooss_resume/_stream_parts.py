@@ -138,6 +138,9 @@ KEEP_CHUNKS = True
 """Hold the source's own immutable chunks (pieces of at least ``KEEP_MIN`` bytes) by
 reference instead of copying them into fresh blocks; a knob only so that the benchmark
 can measure it against copying (``benchmarks/bench_stream.py``)."""
+YIELD_PER_MIB = True
+"""Yield to the loop after every MiB the reader cuts (``_PartReader.next_part``); a knob
+only so that the benchmark can measure it against not doing so."""
 KEEP_MIN = 32 * 1024
 """Pieces shorter than this are joined into blocks of up to ``CHUNK_SIZE`` bytes (a copy):
 held one by one, their per-object overhead would rival their bytes, and each would be
@@ -238,7 +241,7 @@ class _PartReader:
         keep = KEEP_MIN if KEEP_CHUNKS else CHUNK_SIZE + 1
         mark = 0  # size at the last yield to the loop
         while size < self.part_size:
-            if size - mark >= CHUNK_SIZE:
+            if size - mark >= CHUNK_SIZE and YIELD_PER_MIB:
                 # A source that never suspends (a generator, a reader with data buffered)
                 # would otherwise hold the loop for a whole part: 100+ ms measured at 64 MiB.
                 mark = size

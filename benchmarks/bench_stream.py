@@ -13,7 +13,10 @@ average before and after (the machine is shared).
 ``--modes`` adds A/B variants (see ``MODES``): ``-copy`` copies the source's chunks into
 fresh 1 MiB blocks (``_stream_parts.KEEP_CHUNKS = False``, the behaviour before chunks
 were held by reference), ``-fresh`` makes every chunk a new ``bytes`` object in the source
-(as a socket reader does) instead of a view of one reused block.
+(as a socket reader does) instead of a view of one reused block, ``-old`` is the reader as
+it was before (copying, and not yielding to the loop while it cuts a part:
+``YIELD_PER_MIB = False``). ``cpu_seconds`` is the child's process CPU time (all threads)
+during the upload.
 
 Issue 11's memory bound for a stream is ``(routines + 2) x part_size + 32 MiB`` of growth:
 the library holds at most ``routines + 1`` parts. The bound is reported, never asserted.
@@ -55,6 +58,10 @@ MODES = {
     "stream-16MiB-copy": 16 * MiB,
     "stream-64KiB-fresh": 64 * 1024,
     "stream-64KiB-fresh-copy": 64 * 1024,
+    # Before this follow-up: copied, and the reader not yielding to the loop while it cut
+    # a part from a source that never suspends (YIELD_PER_MIB = False).
+    "stream-64KiB-old": 64 * 1024,
+    "stream-16MiB-old": 16 * MiB,
 }
 DEFAULT_MODES = ("stream-64KiB", "stream-16MiB", "file")
 
@@ -81,7 +88,8 @@ async def _child(job: dict[str, Any]) -> dict[str, Any]:
     from ._worker import Ticker
 
     mode = job.get("mode", "")
-    _stream_parts.KEEP_CHUNKS = not mode.endswith("-copy")
+    _stream_parts.KEEP_CHUNKS = not mode.endswith(("-copy", "-old"))
+    _stream_parts.YIELD_PER_MIB = not mode.endswith("-old")
     fresh = "-fresh" in mode
     size = job["size"]
     chunk = job["chunk"] or 64 * 1024  # the warm-up's, in file mode
@@ -109,6 +117,7 @@ async def _child(job: dict[str, Any]) -> dict[str, Any]:
         ticker = Ticker()
         ticking = asyncio.create_task(ticker.run())
         start = time.perf_counter()
+        cpu_start = time.process_time()
         if job["chunk"]:
             result = await bucket.upload_stream(
                 job["key"], stream(size), job["part_size"], routines=job["routines"]
@@ -118,6 +127,7 @@ async def _child(job: dict[str, Any]) -> dict[str, Any]:
                 job["key"], job["path"], job["part_size"], routines=job["routines"]
             )
         seconds = time.perf_counter() - start
+        cpu = time.process_time() - cpu_start
         peak = _status("VmHWM")
         ticker.stop()
         await ticking
@@ -132,6 +142,8 @@ async def _child(job: dict[str, Any]) -> dict[str, Any]:
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "keep_chunks": _stream_parts.KEEP_CHUNKS,
+        "yield_per_mib": _stream_parts.YIELD_PER_MIB,
+        "cpu_seconds": cpu,
         "lateness_max_ms": late["lateness_max_ms"],
         "lateness_p99_ms": late["lateness_p99_ms"],
         "lateness_own_max_ms": late["lateness_own_max_ms"],
@@ -189,6 +201,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     (r["rss_peak"] - r["rss_before"]) / MiB for r in mode_runs
                 ),
                 "mib_s": median([size / MiB / r["seconds"] for r in mode_runs]),
+                "cpu_seconds": median([r["cpu_seconds"] for r in mode_runs]),
                 "lateness_p99_ms": median([r["lateness_p99_ms"] for r in mode_runs]),
                 "lateness_max_ms": median([r["lateness_max_ms"] for r in mode_runs]),
                 "runs": mode_runs,
@@ -244,6 +257,7 @@ def main(argv: list[str] | None = None) -> None:
             "max growth MiB",
             "MiB/s",
             "vs file",
+            "CPU s",
             "late p99 ms",
             "late max ms",
         ],
@@ -256,6 +270,7 @@ def main(argv: list[str] | None = None) -> None:
                 c["rss_growth_max_mib"],
                 c["mib_s"],
                 c["speed_vs_file"] if c["speed_vs_file"] is not None else "-",
+                c["cpu_seconds"],
                 c["lateness_p99_ms"],
                 c["lateness_max_ms"],
             ]
