@@ -19,8 +19,10 @@ there), and the number of parts held is what bounds memory:
    (a non-blocking file with no data ready: taken for the end, it would truncate); a stream
    longer or shorter than ``size`` a ``StreamLengthError`` (too long: at the first byte too
    many, before it is sent); without ``size``, a stream that needs part 10,001 a
-   ``StreamLengthError`` before that part is sent. Each part is held as 1 MiB blocks, its
-   CRC-64 continued block by block as it is cut (~20 µs each, on the loop).
+   ``StreamLengthError`` before that part is sent. Each part is held as blocks of at most
+   1 MiB: views of the source's own ``bytes`` chunks (no copy), short pieces joined, mutable
+   buffers copied; its CRC-64 continued block by block as it is cut, on the loop, which the
+   reader yields to after every MiB (``_stream_parts._PartReader``).
 3. **One request or many**: a stream that ends within its first part (empty included) goes
    up with one PutObject; anything longer by multipart upload.
 4. **Backpressure** (the shared ``_transfer.run_parts``, given the parts as an async
