@@ -19,17 +19,18 @@ there), and the number of parts held is what bounds memory:
    (a non-blocking file with no data ready: taken for the end, it would truncate); a stream
    longer or shorter than ``size`` a ``StreamLengthError`` (too long: at the first byte too
    many, before it is sent); without ``size``, a stream that needs part 10,001 a
-   ``StreamLengthError`` before that part is sent. Each part is held as 1 MiB blocks, its
-   CRC-64 continued block by block as it is cut (~20 µs each, on the loop).
+   ``StreamLengthError`` before that part is sent. Each part is held as blocks of at most
+   1 MiB: views of the source's own ``bytes`` chunks (no copy), short pieces joined, mutable
+   buffers copied; its CRC-64 continued block by block as it is cut, on the loop, which the
+   reader yields to after every MiB (``_stream_parts._PartReader``).
 3. **One request or many**: a stream that ends within its first part (empty included) goes
    up with one PutObject; anything longer by multipart upload.
-4. **Backpressure** (``_stream_parts.run_held_parts``): the next part is read only once
-   the previous one was handed to a part task, and a part task is started only when one of
-   the ``routines`` slots is free: the reader waits for OSS, so at most ``routines``
-   parts in flight plus the one being filled are held, ``routines + 1`` parts, whatever
-   the chunk sizes.
-   (``_transfer.run_parts`` takes a plan that is known in advance; this one is an async
-   iterator and drops its reference to a part as soon as the part's task holds it.)
+4. **Backpressure** (the shared ``_transfer.run_parts``, given the parts as an async
+   iterator): the next part is read only once the previous one was handed to a part task,
+   and a part task is started only when one of the ``routines`` slots is free: the reader
+   waits for OSS, so at most ``routines`` parts in flight plus the one being filled are
+   held, ``routines + 1`` parts, whatever the chunk sizes (no frame keeps a reference to
+   a part once its task holds it).
 5. **Checks**: every part's CRC-64 against ``x-oss-hash-crc64ecma`` (retried like a
    transport error), the object's against the fold of the parts' after Complete, as for
    files (``_upload_resume._Resume._complete``).
@@ -103,7 +104,6 @@ from ._stream_parts import (
     no_chunks,
     recorded_object,
     resume_offset,
-    run_held_parts,
 )
 from ._transfer import (
     _CheckpointWriter,
@@ -112,6 +112,7 @@ from ._transfer import (
     check_routines,
     clean_up_after_cancel,
     release_lock,
+    run_parts,
     take_lock,
 )
 from ._upload_plan import UploadResult, route_headers
@@ -353,7 +354,7 @@ class _StreamUpload(_Resume):
             )
             held = self._held_parts(reader, part_size, done)
             try:
-                await run_held_parts(held, self.routines, self._sender(done), self.writer)
+                await run_parts(held, self.routines, self._sender(done), self.writer)
             finally:
                 await held.aclose()  # now, not by the garbage collector in another task
             total = reader.received

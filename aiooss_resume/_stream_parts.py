@@ -2,8 +2,8 @@
 
 ``_stream`` drives an upload from these pieces (see its theory of operation):
 ``_PartReader`` cuts whatever chunks the source yields into parts and checks their type
-and the stream's length, ``_PartBody`` is a held part's request body, ``run_held_parts``
-runs part tasks as parts are read (the reader is the backpressure), and ``resume_offset`` /
+and the stream's length, ``_PartBody`` is a held part's request body (the parts are run
+by the shared ``_transfer.run_parts`` as they are read), and ``resume_offset`` /
 ``kept_parts`` decide what a resumed upload keeps and where the stream is reopened.
 """
 
@@ -16,7 +16,6 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
-    Coroutine,
     Mapping,
 )
 from typing import Any, NamedTuple, Protocol, TypeAlias, TypeGuard, cast
@@ -28,9 +27,6 @@ from ._fileio import CHUNK_SIZE, IoRunner
 from ._http import HttpResponse
 from ._models import PartInfo
 from ._transfer import (
-    _cancellation_of,
-    _CheckpointWriter,
-    _first_error,
     _Progress,
     _response_crc,
     _same_etag,
@@ -45,7 +41,6 @@ __all__ = [
     "no_chunks",
     "recorded_object",
     "resume_offset",
-    "run_held_parts",
 ]
 
 
@@ -139,22 +134,46 @@ async def no_chunks() -> AsyncIterator[Any]:
     yield  # an async generator that yields nothing
 
 
-class _Part(NamedTuple):
-    """A part as it is held: 1 MiB blocks (the last one shorter), its size and CRC-64."""
+KEEP_CHUNKS = True
+"""Hold the source's own immutable chunks (pieces of at least ``KEEP_MIN`` bytes) by
+reference instead of copying them into fresh blocks; a knob only so that the benchmark
+can measure it against copying (``benchmarks/bench_stream.py``)."""
+YIELD_PER_MIB = True
+"""Yield to the loop after every MiB the reader cuts (``_PartReader.next_part``); a knob
+only so that the benchmark can measure it against not doing so."""
+KEEP_MIN = 32 * 1024
+"""Pieces shorter than this are joined into blocks of up to ``CHUNK_SIZE`` bytes (a copy):
+held one by one, their per-object overhead would rival their bytes, and each would be
+one socket write."""
 
-    blocks: list[bytes]
+
+class _Part(NamedTuple):
+    """A part as it is held: its blocks (each at most 1 MiB), its size and CRC-64."""
+
+    blocks: list[bytes | memoryview]
     size: int
     crc: int
+
+
+def _join_into(blocks: list[bytes | memoryview], pieces: list[memoryview], crc: int) -> int:
+    """Append ``pieces`` joined as one block to ``blocks``; clear them; the CRC continued."""
+    blocks.append(block := b"".join(pieces))
+    pieces.clear()
+    return crc64(block, crc)
 
 
 class _PartReader:
     """Cuts the source's chunks into parts of ``part_size`` bytes; checks types and length.
 
-    A part is built as blocks of ``CHUNK_SIZE`` bytes, each joined once from the pieces of
-    the chunks it spans (the only copy of the bytes: the blocks are what is sent) and its
-    CRC-64 continued on the loop (~20 µs a block). ``received`` counts the stream's bytes
-    from offset 0 (a reopened stream starts at its offset). Only one chunk of the source is
-    held besides the part being filled.
+    A part is a list of blocks of at most ``CHUNK_SIZE`` bytes: read-only views of the
+    source's own chunks, held by reference (no copy), when they are ``bytes`` (immutable:
+    nothing can change them while the part waits for OSS) and at least ``KEEP_MIN`` long;
+    runs of shorter pieces joined into one block (a copy). A chunk in any other buffer
+    (bytearray, a memoryview of one, even read-only, mmap) is copied when it is taken: its
+    owner may refill it once asked for the next chunk. The part's CRC-64 is continued
+    block by block on the loop (at most 1 MiB a call, ~70 µs), and the reader yields to the
+    loop after every MiB it cuts, whether or not the source suspends. ``received`` counts the
+    stream's bytes from offset 0 (a reopened stream starts at its offset).
     """
 
     def __init__(
@@ -189,9 +208,9 @@ class _PartReader:
             view = memoryview(chunk).cast("B")
             if not view.nbytes:
                 continue
-            if not view.readonly:
+            if not isinstance(view.obj, bytes):
                 # A buffer the source may refill once asked for its next chunk: copied, as
-                # its pieces may wait in a block being joined until then.
+                # its pieces are held until OSS acknowledged their part.
                 view = memoryview(bytes(view))
             if self.size is not None and self.received + view.nbytes > self.size:
                 raise StreamLengthError(
@@ -216,26 +235,38 @@ class _PartReader:
         if self._put_back is not None:
             part, self._put_back = self._put_back, None
             return part
-        blocks: list[bytes] = []
-        pieces: list[memoryview] = []
-        size = in_block = crc = 0
+        blocks: list[bytes | memoryview] = []
+        pieces: list[memoryview] = []  # short ones, to be joined into one block
+        size = joined = crc = 0
+        keep = KEEP_MIN if KEEP_CHUNKS else CHUNK_SIZE + 1
+        mark = 0  # size at the last yield to the loop
         while size < self.part_size:
+            if size - mark >= CHUNK_SIZE and YIELD_PER_MIB:
+                # A source that never suspends (a generator, a reader with data buffered)
+                # would otherwise hold the loop for a whole part: 100+ ms measured at 64 MiB.
+                mark = size
+                await asyncio.sleep(0)
             if self._pending is None and not await self._pull():
                 break
             assert self._pending is not None
-            take = min(self.part_size - size, CHUNK_SIZE - in_block, self._pending.nbytes)
-            pieces.append(self._pending[:take])
+            take = min(self.part_size - size, CHUNK_SIZE - joined, self._pending.nbytes)
+            piece = self._pending[:take]
             self._pending = self._pending[take:] if take < self._pending.nbytes else None
             size += take
-            in_block += take
-            if in_block == CHUNK_SIZE or size == self.part_size:
-                blocks.append(block := b"".join(pieces))
-                crc = crc64(block, crc)
-                pieces.clear()
-                in_block = 0
+            if take >= keep:
+                if pieces:
+                    crc = _join_into(blocks, pieces, crc)
+                    joined = 0
+                blocks.append(piece)  # the source's own bytes, by reference
+                crc = crc64(piece, crc)
+                continue
+            pieces.append(piece)
+            joined += take
+            if joined == CHUNK_SIZE:
+                crc = _join_into(blocks, pieces, crc)
+                joined = 0
         if pieces:
-            blocks.append(block := b"".join(pieces))
-            crc = crc64(block, crc)
+            crc = _join_into(blocks, pieces, crc)
         return _Part(blocks, size, crc)
 
     async def at_end(self) -> bool:
@@ -243,7 +274,8 @@ class _PartReader:
 
 
 class _PartBody:
-    """A held part's request body: its blocks, afresh for every attempt."""
+    """A held part's request body: its blocks, afresh for every attempt; progress is
+    reported once per MiB sent and at the part's end."""
 
     def __init__(self, progress: _Progress, number: int, part: _Part) -> None:
         self.progress = progress
@@ -259,10 +291,15 @@ class _PartBody:
         return self.failure
 
     async def _chunks(self) -> AsyncIterator[bytes]:
-        end = 0
+        end = reported = 0
         for block in self.part.blocks:
-            yield block
+            # A read-only view of the source's bytes or a joined block: aiohttp writes any
+            # bytes-like object (``_http`` hands it memoryview slices over HTTPS too).
+            yield cast(bytes, block)
             end += len(block)
+            if end - reported < CHUNK_SIZE and end < self.part.size:
+                continue  # progress per MiB, not per 64 KiB piece
+            reported = end
             try:
                 await self.progress.sent(self.number, end)
             except Exception as exc:  # the hook's: stop sending, the upload has failed
@@ -284,39 +321,6 @@ class _PartBody:
 class _HeldPart(NamedTuple):
     number: int
     part: _Part
-
-
-async def run_held_parts(
-    parts: AsyncIterator[_HeldPart],
-    routines: int,
-    send: Callable[[_HeldPart], Coroutine[Any, Any, None]],
-    writer: _CheckpointWriter[Any, Any] | None,
-) -> None:
-    """``_transfer.run_parts`` for parts read as they come: the same error and cancel rules,
-    and the semaphore taken once a part is filled (see the module docstring, 4)."""
-    semaphore = asyncio.Semaphore(routines)
-
-    def release(_: asyncio.Task[None]) -> None:
-        semaphore.release()
-
-    task = asyncio.current_task()
-    assert task is not None
-    cancelling = task.cancelling()
-    try:
-        async with asyncio.TaskGroup() as group:
-            async for part in parts:
-                await semaphore.acquire()
-                if writer is not None and writer.error is not None:
-                    semaphore.release()
-                    raise writer.error
-                group.create_task(send(part)).add_done_callback(release)
-                del part  # the task holds it; this frame must not while the next one fills
-            for _ in range(routines):
-                await semaphore.acquire()
-    except BaseExceptionGroup as group_error:
-        if task.cancelling() > cancelling:
-            raise _cancellation_of(group_error) from None
-        raise _first_error(group_error) from None
 
 
 def recorded_object(

@@ -33,7 +33,7 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
@@ -122,12 +122,18 @@ def release_lock(lock: CheckpointLock | None, writer: _CheckpointWriter[Any, Any
 
 
 async def run_parts(
-    plan: Iterable[_P],
+    plan: Iterable[_P] | AsyncIterable[_P],
     routines: int,
     send: Callable[[_P], Coroutine[Any, Any, None]],
     writer: _CheckpointWriter[Any, Any] | None,
 ) -> None:
     """``send`` every part of ``plan``, at most ``routines`` at a time.
+
+    ``plan`` is a list of parts known in advance (files, downloads) or an async iterator
+    producing them as they come (a stream: ``_stream``); the next part is taken from it,
+    then a slot waited for, so a producer reading parts in memory holds at most
+    ``routines`` parts in tasks plus the one it is filling. No reference to a part is kept
+    here once its task holds it. An async iterator is not closed here: its owner does.
 
     The first part to fail for good cancels the others and its error is raised (with a note
     counting the others that failed too); a checkpoint writer that failed stops the start of
@@ -139,17 +145,23 @@ async def run_parts(
     def release(_: asyncio.Task[None]) -> None:
         semaphore.release()
 
+    pulled = aiter(plan) if isinstance(plan, AsyncIterable) else _ListedParts(plan)
     task = asyncio.current_task()
     assert task is not None
     cancelling = task.cancelling()
     try:
         async with asyncio.TaskGroup() as group:
-            for part in plan:
+            while True:
+                try:
+                    part = await anext(pulled)
+                except StopAsyncIteration:
+                    break
                 await semaphore.acquire()
                 if writer is not None and writer.error is not None:
                     semaphore.release()
                     raise writer.error
                 part_task = group.create_task(send(part))
+                del part  # its task holds it; this frame must not while the next one is made
                 # A done callback, so it runs after the TaskGroup's own (callbacks run in
                 # order): see the drain below.
                 part_task.add_done_callback(release)
@@ -170,6 +182,22 @@ async def run_parts(
             # failure (Python 3.11), but the cancellation must win, or it is lost.
             raise _cancellation_of(group_error) from None
         raise _first_error(group_error) from None
+
+
+class _ListedParts(Generic[_P]):
+    """A list of parts as an async iterator (no task switch per part, nothing to close)."""
+
+    def __init__(self, plan: Iterable[_P]) -> None:
+        self._parts = iter(plan)
+
+    def __aiter__(self) -> _ListedParts[_P]:
+        return self
+
+    async def __anext__(self) -> _P:
+        try:
+            return next(self._parts)
+        except StopIteration:
+            raise StopAsyncIteration from None
 
 
 class _Progress:

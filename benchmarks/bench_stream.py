@@ -6,7 +6,17 @@ web server hands over) and in big ones (16 MiB), and ``upload_file`` of a file o
 size for comparison, side by side in one run. Measured per run: wall seconds, MiB/s, the
 child's RSS just before the upload (after a warm-up upload, so imports and first-request
 caches are in it) and its peak RSS during the upload (VmHWM reset through
-``/proc/self/clear_refs``), and the load average before and after (the machine is shared).
+``/proc/self/clear_refs``), the lateness of a 1 ms ticker on the child's event loop during
+the upload (``_worker.Ticker``: max, p99, and "own", less the run-queue wait), and the load
+average before and after (the machine is shared).
+
+``--modes`` adds A/B variants (see ``MODES``): ``-copy`` copies the source's chunks into
+fresh 1 MiB blocks (``_stream_parts.KEEP_CHUNKS = False``, the behaviour before chunks
+were held by reference), ``-fresh`` makes every chunk a new ``bytes`` object in the source
+(as a socket reader does) instead of a view of one reused block, ``-old`` is the reader as
+it was before (copying, and not yielding to the loop while it cuts a part:
+``YIELD_PER_MIB = False``). ``cpu_seconds`` is the child's process CPU time (all threads)
+during the upload.
 
 Issue 11's memory bound for a stream is ``(routines + 2) x part_size + 32 MiB`` of growth:
 the library holds at most ``routines + 1`` parts. The bound is reported, never asserted.
@@ -40,7 +50,20 @@ MODES = {
     "stream-64KiB": 64 * 1024,
     "stream-16MiB": 16 * MiB,
     "file": 0,
+    # A/B (not run by default; pass --modes): the same sources with the source's chunks
+    # copied into fresh 1 MiB blocks, as before parts held them by reference (KEEP_CHUNKS);
+    # and "fresh" sources, whose every chunk is a new bytes object (as a socket reader's
+    # are) instead of a view of one reused block.
+    "stream-64KiB-copy": 64 * 1024,
+    "stream-16MiB-copy": 16 * MiB,
+    "stream-64KiB-fresh": 64 * 1024,
+    "stream-64KiB-fresh-copy": 64 * 1024,
+    # Before this follow-up: copied, and the reader not yielding to the loop while it cut
+    # a part from a source that never suspends (YIELD_PER_MIB = False).
+    "stream-64KiB-old": 64 * 1024,
+    "stream-16MiB-old": 16 * MiB,
 }
+DEFAULT_MODES = ("stream-64KiB", "stream-16MiB", "file")
 
 
 def _reset_peak() -> bool:
@@ -60,7 +83,14 @@ def _status(field: str) -> int:
 
 async def _child(job: dict[str, Any]) -> dict[str, Any]:
     import aiooss_resume
+    from aiooss_resume import _stream_parts
 
+    from ._worker import Ticker
+
+    mode = job.get("mode", "")
+    _stream_parts.KEEP_CHUNKS = not mode.endswith(("-copy", "-old"))
+    _stream_parts.YIELD_PER_MIB = not mode.endswith("-old")
+    fresh = "-fresh" in mode
     size = job["size"]
     chunk = job["chunk"] or 64 * 1024  # the warm-up's, in file mode
     block = os.urandom(chunk)
@@ -70,7 +100,7 @@ async def _child(job: dict[str, Any]) -> dict[str, Any]:
         sent = 0
         while sent < total:
             n = min(chunk, total - sent)
-            yield view[:n]
+            yield bytes(view[:n]) if fresh else view[:n]
             sent += n
 
     async with aiooss_resume.Client(
@@ -84,7 +114,10 @@ async def _child(job: dict[str, Any]) -> dict[str, Any]:
         rss_before = _status("VmRSS")
         reset = _reset_peak()
         load_before = os.getloadavg()
+        ticker = Ticker()
+        ticking = asyncio.create_task(ticker.run())
         start = time.perf_counter()
+        cpu_start = time.process_time()
         if job["chunk"]:
             result = await bucket.upload_stream(
                 job["key"], stream(size), job["part_size"], routines=job["routines"]
@@ -94,7 +127,11 @@ async def _child(job: dict[str, Any]) -> dict[str, Any]:
                 job["key"], job["path"], job["part_size"], routines=job["routines"]
             )
         seconds = time.perf_counter() - start
+        cpu = time.process_time() - cpu_start
         peak = _status("VmHWM")
+        ticker.stop()
+        await ticking
+        late = ticker.summary()
     if result.size != size:
         raise RuntimeError(f"uploaded {result.size} bytes, expected {size}")
     return {
@@ -104,6 +141,12 @@ async def _child(job: dict[str, Any]) -> dict[str, Any]:
         "peak_reset": reset,
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        "keep_chunks": _stream_parts.KEEP_CHUNKS,
+        "yield_per_mib": _stream_parts.YIELD_PER_MIB,
+        "cpu_seconds": cpu,
+        "lateness_max_ms": late["lateness_max_ms"],
+        "lateness_p99_ms": late["lateness_p99_ms"],
+        "lateness_own_max_ms": late["lateness_own_max_ms"],
     }
 
 
@@ -128,6 +171,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         **server.conn(),
                         "bucket": "bench",
                         "key": f"stream/{mode}/{rep}",
+                        "mode": mode,
                         "size": size,
                         "part_size": part_size,
                         "routines": routines,
@@ -139,7 +183,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     print(
                         f"  {mode:>13}: RSS {r['rss_before'] / MiB:6.1f} -> "
                         f"{r['rss_peak'] / MiB:7.1f} MiB, {size / MiB / r['seconds']:6.0f} MiB/s "
-                        f"(load {r['loadavg_before'][0]})",
+                        f"loop late p99 {r['lateness_p99_ms']:.1f} max {r['lateness_max_ms']:.1f} "
+                        f"ms (load {r['loadavg_before'][0]})",
                         flush=True,
                     )
     for mode in modes:
@@ -156,6 +201,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     (r["rss_peak"] - r["rss_before"]) / MiB for r in mode_runs
                 ),
                 "mib_s": median([size / MiB / r["seconds"] for r in mode_runs]),
+                "cpu_seconds": median([r["cpu_seconds"] for r in mode_runs]),
+                "lateness_p99_ms": median([r["lateness_p99_ms"] for r in mode_runs]),
+                "lateness_max_ms": median([r["lateness_max_ms"] for r in mode_runs]),
                 "runs": mode_runs,
             }
         )
@@ -189,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", default="1GiB")
     parser.add_argument("--part-size", default="64MiB")
     parser.add_argument("--routines", type=int, default=4)
-    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--modes", default=",".join(DEFAULT_MODES), help=", ".join(MODES))
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--results-dir", type=Path, default=None)
@@ -209,6 +257,9 @@ def main(argv: list[str] | None = None) -> None:
             "max growth MiB",
             "MiB/s",
             "vs file",
+            "CPU s",
+            "late p99 ms",
+            "late max ms",
         ],
         [
             [
@@ -219,6 +270,9 @@ def main(argv: list[str] | None = None) -> None:
                 c["rss_growth_max_mib"],
                 c["mib_s"],
                 c["speed_vs_file"] if c["speed_vs_file"] is not None else "-",
+                c["cpu_seconds"],
+                c["lateness_p99_ms"],
+                c["lateness_max_ms"],
             ]
             for c in doc["cells"]
         ],
