@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ._worker import GcWatch, Ticker, _peak_rss, _reset_peak_rss, _rss_now
+from ._worker import GcWatch, StepProbe, Ticker, _peak_rss, _reset_peak_rss, _rss_now
 
 
 async def _ours(job: dict[str, Any]) -> dict[str, Any]:
@@ -93,6 +93,39 @@ def _oss2(job: dict[str, Any]) -> dict[str, Any]:
     return {"files": files, "bytes": total}
 
 
+class _LoopProfiler:
+    """``cProfile`` of the event loop's thread only (``"profile": N`` in the job: the N
+    functions with the most own time on the loop), to find what runs on the loop per file.
+    Off by default: it slows the loop down several times, so never with the figures."""
+
+    def __init__(self, top: int) -> None:
+        self.top = top
+        self.profile: Any = None
+        self.rows: list[tuple[str, int, float, float]] = []
+
+    def __enter__(self) -> None:
+        if self.top:
+            import cProfile
+
+            self.profile = cProfile.Profile()
+            self.profile.enable()  # this thread only: worker threads are not profiled
+
+    def __exit__(self, *exc: object) -> None:
+        if self.profile is None:
+            return
+        self.profile.disable()
+        import pstats
+
+        stats: Any = pstats.Stats(self.profile).stats
+        ranked = sorted(stats.items(), key=lambda kv: kv[1][2], reverse=True)[: self.top]
+        for (filename, line, name), (_cc, calls, own, total, _callers) in ranked:
+            where = f"{os.path.basename(filename)}:{line}({name})"
+            self.rows.append((where, calls, round(own * 1000, 1), round(total * 1000, 1)))
+
+    def summary(self) -> dict[str, Any]:
+        return {"profile": self.rows} if self.profile is not None else {}
+
+
 async def _main(job: dict[str, Any]) -> dict[str, Any]:
     # Import before the ticker starts: an import is not the upload's lateness.
     if job["client"] == "ours":
@@ -111,16 +144,22 @@ async def _main(job: dict[str, Any]) -> dict[str, Any]:
     gc_watch = GcWatch()
     gc_watch.origin = ticker.origin
     gc.callbacks.append(gc_watch)
+    probe = StepProbe()  # the loop's own CPU per iteration (ours only: oss2 runs in threads)
+    if job["client"] == "ours":
+        probe.install()
+    profiler = _LoopProfiler(job.get("profile", 0))
     rss_before = _rss_now()
     peak_reset = _reset_peak_rss()
     usage0 = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     if job["client"] == "ours":
-        counts = await _ours(job)
+        with profiler:
+            counts = await _ours(job)
     else:
         counts = await asyncio.to_thread(_oss2, job)
     seconds = time.perf_counter() - start
     usage1 = resource.getrusage(resource.RUSAGE_SELF)
+    probe.remove()
     ticker.stop()
     await tick_task
     gc.callbacks.remove(gc_watch)
@@ -133,7 +172,9 @@ async def _main(job: dict[str, Any]) -> dict[str, Any]:
         "rss_peak": _peak_rss(),
         "peak_reset": peak_reset,
         **ticker.summary(),
+        **probe.summary(),
         "gc_events": gc_watch.events,
+        **profiler.summary(),
     }
 
 

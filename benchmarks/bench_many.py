@@ -11,6 +11,13 @@ outcomes that are problems (``keep_outcomes=False``, as the CLI does) unless
 the peak RSS growth. ``--small-counts`` adds runs of ours with other numbers of small files,
 to show how memory grows with the count; ``--control`` adds runs of ours without a
 checkpoint directory (``ours-nocp``: no manifest) on the small trees.
+
+Lateness is split as in ``bench_scaling``: ``own`` is a late tick less the loop thread's
+run-queue wait (schedstat), ``step CPU`` the longest event-loop iteration's own CPU time
+(``_worker.StepProbe``, ours only), and an **idle probe** (the ticker alone in a child
+process, ``--idle-seconds``, no upload) runs just before every upload: the machine's own
+lateness at that moment. ``--profile N`` adds a run of ours on the main small tree under
+``cProfile`` of the loop thread and prints its N most expensive functions (not timed).
 The load average is recorded: on a shared machine, compare the ratios of one run.
 """
 
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from math import nan
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +76,15 @@ def _run(
         "checkpoint_dir": None if client == "ours-nocp" else str(cp),
         "keep_outcomes": args.keep_outcomes,
     }
+    idle = run_child(
+        "benchmarks._worker", {"client": "idle", "idle_seconds": args.idle_seconds}, 60
+    )
     cpu0 = server.cpu_seconds()
     result = run_child("benchmarks._many_worker", job, args.timeout)
+    result["idle"] = {
+        k: idle[k]
+        for k in ("lateness_max_ms", "lateness_own_max_ms", "lateness_p99_ms", "loadavg1")
+    }
     result["server_cpu"] = server.cpu_seconds() - cpu0
     result["loadavg"] = [round(x, 2) for x in os.getloadavg()]
     result["files_per_second"] = result["files"] / result["seconds"]
@@ -78,12 +93,36 @@ def _run(
     print(
         f"  {client:>4} {tag:<14}: {result['files_per_second']:8.0f} files/s "
         f"{result['mib_per_second']:7.1f} MiB/s, late max {result['lateness_max_ms']:6.1f} ms "
-        f"p99 {result['lateness_p99_ms']:5.1f} ms own {result['lateness_own_max_ms']:5.1f} ms, "
+        f"p99 {result['lateness_p99_ms']:5.1f} ms own {result['lateness_own_max_ms']:5.1f} ms "
+        f"step CPU {result.get('loop_step_cpu_max_ms', nan):5.1f} ms "
+        f"(idle probe {idle['lateness_max_ms']:5.1f}/{idle['lateness_own_max_ms']:4.1f} ms), "
         f"RSS +{result['rss_growth'] / MiB:6.1f} MiB, "
         f"load {result['loadavg'][0]}",
         flush=True,
     )
     return result
+
+
+def _profile(server: Any, tmp: Path, args: argparse.Namespace) -> list[Any]:
+    """One run of ours under cProfile of the loop thread: what the loop does per file."""
+    job = {
+        **server.conn(),
+        "client": "ours",
+        "bucket": BUCKET,
+        "prefix": "ours/profile/",
+        "dir": str(tmp / f"small-{args.small}"),
+        "part_size": parse_size(args.part_size),
+        "routines": args.routines,
+        "files_in_flight": args.files_in_flight,
+        "checkpoint_dir": str(tmp / "cp-profile"),
+        "keep_outcomes": args.keep_outcomes,
+        "profile": args.profile,
+    }
+    rows: list[Any] = run_child("benchmarks._many_worker", job, args.timeout)["profile"]
+    print(f"loop thread profile ({args.small} files; own ms, cumulative ms, calls):")
+    for where, calls, own, total in rows:
+        print(f"  {own:9.1f} {total:9.1f} {calls:8d}  {where}")
+    return rows
 
 
 def _summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -96,6 +135,12 @@ def _summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "lateness_p99_ms": median([r["lateness_p99_ms"] for r in runs]),
         "lateness_own_max_ms": max(r["lateness_own_max_ms"] for r in runs),
         "ticks_over_20ms": sum(r["ticks_over_20ms"] for r in runs),
+        "loop_step_cpu_max_ms": max(r.get("loop_step_cpu_max_ms", nan) for r in runs),
+        "loop_step_cpu_p999_ms": median([r.get("loop_step_cpu_p999_ms", nan) for r in runs]),
+        "loop_steps_over_5ms": sum(r.get("loop_steps_over_5ms", 0) for r in runs),
+        "idle_lateness_max_ms": max(r["idle"]["lateness_max_ms"] for r in runs),
+        "idle_lateness_own_max_ms": max(r["idle"]["lateness_own_max_ms"] for r in runs),
+        "idle_lateness_p99_ms": median([r["idle"]["lateness_p99_ms"] for r in runs]),
         "rss_growth": median([r["rss_growth"] for r in runs]),
     }
 
@@ -128,6 +173,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         | _summarise(runs)
                         | {"runs": runs}
                     )
+            profile = _profile(server, tmp, args) if args.profile else None
     rows = [
         (
             c["tree"],
@@ -137,12 +183,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             c["lateness_max_ms"],
             c["lateness_p99_ms"],
             c["lateness_own_max_ms"],
+            c["loop_step_cpu_max_ms"],
+            c["idle_lateness_max_ms"],
             c["rss_growth"] / MiB,
         )
         for c in cells
     ]
     print_table(
-        ["tree", "client", "files/s", "MiB/s", "late max", "p99", "own max", "RSS + MiB"], rows
+        [
+            "tree",
+            "client",
+            "files/s",
+            "MiB/s",
+            "late max",
+            "p99",
+            "own max",
+            "step CPU max",
+            "idle max",
+            "RSS + MiB",
+        ],
+        rows,
     )
     for name in {c["tree"] for c in cells}:
         pair = {c["client"]: c for c in cells if c["tree"] == name}
@@ -162,9 +222,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "small_counts": args.small_counts,
             "keep_outcomes": args.keep_outcomes,
             "control": args.control,
+            "idle_seconds": args.idle_seconds,
         },
         "note": "shared 2-core machine, loaded by other engineers' test runs: see loadavg",
         "cells": cells,
+        "profile": profile,
     }
 
 
@@ -188,6 +250,14 @@ def main(argv: list[str]) -> None:
         "--control",
         action="store_true",
         help="also run ours without a checkpoint directory (no manifest) on the small trees",
+    )
+    parser.add_argument("--idle-seconds", type=float, default=2.0, help="idle probe duration")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also profile ours' loop thread on the small tree; print the top N functions",
     )
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--results-dir", type=Path, default=None)
