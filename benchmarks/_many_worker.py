@@ -11,7 +11,9 @@ an asyncio application would call it, so its lateness is GIL contention.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import hashlib
 import json
 import os
 import resource
@@ -20,11 +22,19 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import msgspec
+
 from ._worker import GcWatch, StepProbe, Ticker, _peak_rss, _reset_peak_rss, _rss_now
+
+_ENCODER = msgspec.json.Encoder()
 
 
 async def _ours(job: dict[str, Any]) -> dict[str, Any]:
     import aiooss_resume
+    import aiooss_resume._many_dir
+
+    if job.get("oneshot"):  # the A of the A/B: every record re-encoded by each rewrite
+        aiooss_resume._many_dir.ManifestEncoder = OneShotEncoder  # type: ignore[misc]
 
     async with aiooss_resume.Client(
         job["endpoint"],
@@ -93,6 +103,64 @@ def _oss2(job: dict[str, Any]) -> dict[str, Any]:
     return {"files": files, "bytes": total}
 
 
+class OneShotEncoder:
+    """The manifest encoder as it was before it became incremental (the A of the A/B):
+    the whole manifest re-encoded by one msgspec call per rewrite, in a reused buffer."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def encode(self, manifest: Any) -> bytearray:
+        from aiooss_resume import _manifest
+
+        head = _manifest.ManifestEncoder._HEAD
+        fields = (_manifest.MANIFEST_FORMAT.encode(), _manifest.MANIFEST_VERSION)
+        head_length = len(head % (*fields, b"0" * 64))
+        with contextlib.suppress(BufferError):  # as the library's: a held view, a new buffer
+            self._buffer.append(0)
+            del self._buffer[-1]
+            _ENCODER.encode_into(manifest, self._buffer, head_length)
+            digest = hashlib.sha256(memoryview(self._buffer)[head_length:]).hexdigest()
+            self._buffer[:head_length] = head % (*fields, digest.encode())
+            self._buffer += b"}\n"
+            return self._buffer
+        self._buffer = bytearray()
+        return self.encode(manifest)
+
+
+def _encode_loop(job: dict[str, Any]) -> dict[str, Any]:
+    """The manifest writer's CPU part alone, in this worker thread: a manifest of
+    ``records`` records gains 8 records and is encoded again, over and over, for
+    ``seconds`` (``oneshot``: by ``OneShotEncoder``, else by the library's encoder)."""
+    from aiooss_resume._manifest import Manifest, ManifestEncoder, ManifestEntry
+
+    def entry(i: int) -> ManifestEntry:
+        return ManifestEntry(i, f"{job['prefix']}d{i // 500:03}/f{i:05}.bin", 4096, i, i, i)
+
+    manifest = Manifest(endpoint="http://127.0.0.1:1", bucket="b", options_fingerprint="f" * 32)
+    manifest.files = [entry(i) for i in range(job["records"])]
+    encoder = OneShotEncoder() if job["oneshot"] else ManifestEncoder()
+    encoder.encode(manifest)  # the first write encodes every record in either variant
+    encodes, longest, total = 0, 0.0, 0.0
+    deadline = time.perf_counter() + job["seconds"]
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        encoder.encode(manifest)
+        took = time.perf_counter() - start
+        longest, total = max(longest, took), total + took
+        encodes += 1
+        n = len(manifest.files)
+        manifest.files = manifest.files + [entry(i) for i in range(n, n + 8)]
+        time.sleep(0.002)  # the writer's gap, shortened: many encodes per second
+    return {
+        "files": 0,
+        "bytes": 0,
+        "encodes": encodes,
+        "encode_max_ms": longest * 1000,
+        "encode_mean_ms": total / max(1, encodes) * 1000,
+    }
+
+
 class _LoopProfiler:
     """``cProfile`` of the event loop's thread only (``"profile": N`` in the job: the N
     functions with the most own time on the loop), to find what runs on the loop per file.
@@ -128,7 +196,7 @@ class _LoopProfiler:
 
 async def _main(job: dict[str, Any]) -> dict[str, Any]:
     # Import before the ticker starts: an import is not the upload's lateness.
-    if job["client"] == "ours":
+    if job["client"] in ("ours", "encode"):
         import aiooss_resume  # noqa: F401
     else:
         import oss2  # noqa: F401
@@ -155,6 +223,8 @@ async def _main(job: dict[str, Any]) -> dict[str, Any]:
     if job["client"] == "ours":
         with profiler:
             counts = await _ours(job)
+    elif job["client"] == "encode":
+        counts = await asyncio.to_thread(_encode_loop, job)
     else:
         counts = await asyncio.to_thread(_oss2, job)
     seconds = time.perf_counter() - start

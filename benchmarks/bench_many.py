@@ -16,8 +16,13 @@ Lateness is split as in ``bench_scaling``: ``own`` is a late tick less the loop 
 run-queue wait (schedstat), ``step CPU`` the longest event-loop iteration's own CPU time
 (``_worker.StepProbe``, ours only), and an **idle probe** (the ticker alone in a child
 process, ``--idle-seconds``, no upload) runs just before every upload: the machine's own
-lateness at that moment. ``--profile N`` adds a run of ours on the main small tree under
-``cProfile`` of the loop thread and prints its N most expensive functions (not timed).
+lateness at that moment. ``--ab-oneshot`` adds ``ours-1shot`` on the main small tree: ours with
+every manifest record re-encoded by each rewrite (as before the encoder became
+incremental), the A of an A/B; all clients' runs are interleaved, repeat by repeat. ``--profile N``
+adds a run of ours on the main small tree under ``cProfile`` of the loop thread and prints
+its N most expensive functions (not timed). ``--encode-ab S`` measures the loop's lateness
+while a worker thread does nothing but encode a growing manifest of ``--small`` records for
+S seconds, re-encoded whole vs incrementally (alternated, ``--repeat`` times).
 The load average is recorded: on a shared machine, compare the ratios of one run.
 """
 
@@ -66,7 +71,7 @@ def _run(
     cp = tmp / f"cp-{client}-{tag}"
     job = {
         **server.conn(),
-        "client": "ours" if client == "ours-nocp" else client,
+        "client": "oss2" if client == "oss2" else "ours",
         "bucket": BUCKET,
         "prefix": f"{client}/{tag}/",
         "dir": str(tree),
@@ -75,6 +80,8 @@ def _run(
         "files_in_flight": args.files_in_flight,
         "checkpoint_dir": None if client == "ours-nocp" else str(cp),
         "keep_outcomes": args.keep_outcomes,
+        # ours-1shot: every record re-encoded by each manifest rewrite (the A of the A/B)
+        "oneshot": client == "ours-1shot",
     }
     idle = run_child(
         "benchmarks._worker", {"client": "idle", "idle_seconds": args.idle_seconds}, 60
@@ -101,6 +108,29 @@ def _run(
         flush=True,
     )
     return result
+
+
+def _encode_ab(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The loop's lateness while a worker thread only encodes a growing manifest (no
+    upload): every record re-encoded per rewrite (A, as before) vs incrementally (B),
+    alternated ``--repeat`` times in one invocation."""
+    rows = []
+    for rep in range(args.repeat):
+        for label, oneshot in (("one-shot", True), ("incremental", False)):
+            job = {"client": "encode", "records": args.small, "oneshot": oneshot}
+            job |= {"seconds": args.encode_ab, "prefix": "ours/small-10000-0/"}
+            result = run_child("benchmarks._many_worker", job, args.timeout)
+            result |= {"variant": label, "rep": rep, "loadavg": list(os.getloadavg())}
+            print(
+                f"  encode A/B {label:>14} ({args.small} records): {result['encodes']:4d} "
+                f"encodes, mean {result['encode_mean_ms']:4.2f} longest "
+                f"{result['encode_max_ms']:5.1f} ms; loop late max "
+                f"{result['lateness_max_ms']:5.1f} ms own {result['lateness_own_max_ms']:5.1f} "
+                f"ms p99 {result['lateness_p99_ms']:4.1f} ms, load {result['loadavg'][0]:.2f}",
+                flush=True,
+            )
+            rows.append(result)
+    return rows
 
 
 def _profile(server: Any, tmp: Path, args: argparse.Namespace) -> list[Any]:
@@ -149,6 +179,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     small_size = parse_size(args.small_size)
     large_size = parse_size(args.large_size)
     cells: list[dict[str, Any]] = []
+    encode_ab = _encode_ab(args) if args.encode_ab else None
     with temp_dir() as tmp:
         trees = {f"small-{args.small}": (args.small, small_size)}
         if args.large:
@@ -163,15 +194,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 clients: tuple[str, ...] = ("ours",) if extra_count else CLIENTS
                 if args.control and name.startswith("small-"):
                     clients += ("ours-nocp",)
+                if args.ab_oneshot and not extra_count and name.startswith("small-"):
+                    clients += ("ours-1shot",)
+                runs: dict[str, list[dict[str, Any]]] = {c: [] for c in clients}
+                for rep in range(args.repeat):  # clients interleaved: A/B under one load
+                    for client in clients:
+                        tag = f"{name}-{rep}"
+                        runs[client].append(_run(server, tmp, client, tmp / name, args, tag))
                 for client in clients:
-                    runs = [
-                        _run(server, tmp, client, tmp / name, args, f"{name}-{rep}")
-                        for rep in range(args.repeat)
-                    ]
                     cells.append(
                         {"tree": name, "count": count, "file_size": size, "client": client}
-                        | _summarise(runs)
-                        | {"runs": runs}
+                        | _summarise(runs[client])
+                        | {"runs": runs[client]}
                     )
             profile = _profile(server, tmp, args) if args.profile else None
     rows = [
@@ -222,11 +256,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "small_counts": args.small_counts,
             "keep_outcomes": args.keep_outcomes,
             "control": args.control,
+            "ab_oneshot": args.ab_oneshot,
             "idle_seconds": args.idle_seconds,
         },
         "note": "shared 2-core machine, loaded by other engineers' test runs: see loadavg",
         "cells": cells,
         "profile": profile,
+        "encode_ab": encode_ab,
     }
 
 
@@ -250,6 +286,18 @@ def main(argv: list[str]) -> None:
         "--control",
         action="store_true",
         help="also run ours without a checkpoint directory (no manifest) on the small trees",
+    )
+    parser.add_argument(
+        "--ab-oneshot",
+        action="store_true",
+        help="also run ours re-encoding every manifest record per rewrite (before the fix)",
+    )
+    parser.add_argument(
+        "--encode-ab",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="also measure the loop while a thread only encodes a --small-record manifest",
     )
     parser.add_argument("--idle-seconds", type=float, default=2.0, help="idle probe duration")
     parser.add_argument(
