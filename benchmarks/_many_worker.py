@@ -18,6 +18,7 @@ import json
 import os
 import resource
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -161,6 +162,54 @@ def _encode_loop(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class ThreadWatch:
+    """Opt-in diagnostic (``"thread_watch": true``): a thread that wakes every 1 ms and reads
+    every thread's schedstat (run ns, run-queue wait ns). When it wakes more than 15 ms late
+    it records, per thread, what that thread did during the gap: ran (CPU ms) or sat
+    runnable in the run queue (ms). A stall of the loop while another thread of the process
+    *ran* points at that thread holding the GIL; one while another thread sat in the run
+    queue at a GIL holder preempted by the OS. The watcher needs the GIL too, so it also
+    stalls then; it perturbs the run, so never with the figures."""
+
+    def __init__(self) -> None:
+        self.gaps: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="thread-watch", daemon=True)
+        self.loop_tid = threading.get_native_id()
+
+    def _sample(self) -> dict[int, tuple[int, int]]:
+        out = {}
+        for tid in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                with open(f"/proc/self/task/{tid}/schedstat", "rb") as f:
+                    fields = f.read().split()
+                out[int(tid)] = (int(fields[0]), int(fields[1]))
+        return out
+
+    def _run(self) -> None:
+        me = threading.get_native_id()
+        last, t0 = self._sample(), time.perf_counter()
+        while not self._stop.wait(0.001):
+            now, t1 = self._sample(), time.perf_counter()
+            if t1 - t0 > 0.015 and len(self.gaps) < 50:
+                threads = {}
+                for tid, (ran, waited) in now.items():
+                    ran0, waited0 = last.get(tid, (ran, waited))
+                    role = "loop" if tid == self.loop_tid else "watch" if tid == me else "other"
+                    ms = ((ran - ran0) / 1e6, (waited - waited0) / 1e6)
+                    if ms[0] > 0.5 or ms[1] > 0.5:
+                        threads[f"{role}-{tid}"] = [round(ms[0], 2), round(ms[1], 2)]
+                self.gaps.append({"gap_ms": round((t1 - t0) * 1000, 2), "threads": threads})
+            last, t0 = now, t1
+
+    def __enter__(self) -> None:
+        self._thread.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 class _LoopProfiler:
     """``cProfile`` of the event loop's thread only (``"profile": N`` in the job: the N
     functions with the most own time on the loop), to find what runs on the loop per file.
@@ -216,12 +265,13 @@ async def _main(job: dict[str, Any]) -> dict[str, Any]:
     if job["client"] == "ours":
         probe.install()
     profiler = _LoopProfiler(job.get("profile", 0))
+    watch = ThreadWatch() if job.get("thread_watch") else None
     rss_before = _rss_now()
     peak_reset = _reset_peak_rss()
     usage0 = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     if job["client"] == "ours":
-        with profiler:
+        with profiler, watch or contextlib.nullcontext():
             counts = await _ours(job)
     elif job["client"] == "encode":
         counts = await asyncio.to_thread(_encode_loop, job)
@@ -245,6 +295,7 @@ async def _main(job: dict[str, Any]) -> dict[str, Any]:
         **probe.summary(),
         "gc_events": gc_watch.events,
         **profiler.summary(),
+        **({"thread_watch": watch.gaps} if watch else {}),
     }
 
 

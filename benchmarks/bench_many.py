@@ -23,6 +23,8 @@ adds a run of ours on the main small tree under ``cProfile`` of the loop thread 
 its N most expensive functions (not timed). ``--encode-ab S`` measures the loop's lateness
 while a worker thread does nothing but encode a growing manifest of ``--small`` records for
 S seconds, re-encoded whole vs incrementally (alternated, ``--repeat`` times).
+``--thread-watch`` adds a run of ours with ``_many_worker.ThreadWatch`` (what each thread
+did while the process stalled), a diagnostic that perturbs the run.
 The load average is recorded: on a shared machine, compare the ratios of one run.
 """
 
@@ -133,6 +135,32 @@ def _encode_ab(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def _thread_watch(server: Any, tmp: Path, args: argparse.Namespace) -> list[Any]:
+    """One run of ours with ``_many_worker.ThreadWatch``: what every thread did during each
+    stall of the process's threads over 15 ms (a diagnostic, not a figure)."""
+    job = {
+        **server.conn(),
+        "client": "ours",
+        "bucket": BUCKET,
+        "prefix": "ours/watch/",
+        "dir": str(tmp / f"small-{args.small}"),
+        "part_size": parse_size(args.part_size),
+        "routines": args.routines,
+        "files_in_flight": args.files_in_flight,
+        "checkpoint_dir": str(tmp / "cp-watch"),
+        "keep_outcomes": args.keep_outcomes,
+        "thread_watch": True,
+    }
+    result = run_child("benchmarks._many_worker", job, args.timeout)
+    print(
+        f"thread watch ({args.small} files): late max {result['lateness_max_ms']:.1f} ms, own "
+        f"{result['lateness_own_max_ms']:.1f} ms; late ticks: {result['late_events'][:8]}"
+    )
+    for gap in result["thread_watch"]:
+        print(f"  stall {gap['gap_ms']:6.1f} ms: [CPU ms, run-queue ms] {gap['threads']}")
+    return [result]
+
+
 def _profile(server: Any, tmp: Path, args: argparse.Namespace) -> list[Any]:
     """One run of ours under cProfile of the loop thread: what the loop does per file."""
     job = {
@@ -208,6 +236,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         | {"runs": runs[client]}
                     )
             profile = _profile(server, tmp, args) if args.profile else None
+            watch = _thread_watch(server, tmp, args) if args.thread_watch else None
     rows = [
         (
             c["tree"],
@@ -262,6 +291,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "note": "shared 2-core machine, loaded by other engineers' test runs: see loadavg",
         "cells": cells,
         "profile": profile,
+        "thread_watch": watch,
         "encode_ab": encode_ab,
     }
 
@@ -298,6 +328,11 @@ def main(argv: list[str]) -> None:
         default=0,
         metavar="SECONDS",
         help="also measure the loop while a thread only encodes a --small-record manifest",
+    )
+    parser.add_argument(
+        "--thread-watch",
+        action="store_true",
+        help="also run ours with a per-thread schedstat watcher (diagnostic of stalls)",
     )
     parser.add_argument("--idle-seconds", type=float, default=2.0, help="idle probe duration")
     parser.add_argument(
