@@ -112,6 +112,7 @@ def test_many_benchmark_smoke(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "benchmarks", "many", "--small", "40", "--large", "2"]
     command += ["--large-size", "300KiB", "--part-size", "100KiB", "--repeat", "1"]
     command += ["--small-counts", "20", "--results-dir", str(tmp_path)]
+    command += ["--idle-seconds", "0.2", "--ab-oneshot", "--encode-ab", "0.3"]
     proc = subprocess.run(
         command,
         cwd=ROOT,
@@ -130,8 +131,15 @@ def test_many_benchmark_smoke(tmp_path: Path) -> None:
         ("large-2", "ours"),
         ("large-2", "oss2"),
         ("small-20", "ours"),
+        ("small-40", "ours-1shot"),
     }
     assert cells[("small-40", "ours")]["files"] == 40
+    assert cells[("small-40", "ours-1shot")]["files"] == 40
+    run = cells[("small-40", "ours")]["runs"][0]
+    assert run["loop_steps"] > 0 and run["loop_step_cpu_max_ms"] > 0  # StepProbe installed
+    assert run["idle"]["lateness_max_ms"] >= 0  # the idle probe ran before the upload
+    assert [r["variant"] for r in doc["encode_ab"]] == ["one-shot", "incremental"]
+    assert all(r["encodes"] > 0 for r in doc["encode_ab"])
     assert cells[("large-2", "oss2")]["bytes"] == 2 * 300 * 1024
     assert all(len(c["runs"][0]["loadavg"]) == 3 for c in doc["cells"])
 

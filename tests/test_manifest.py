@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -79,3 +80,48 @@ def test_encoder_survives_a_view_still_held_on_its_last_document() -> None:
     again = bytes(held_again)
     assert bytes(encoder.encode(_manifest(2))) == encode_manifest(_manifest(2))
     assert bytes(held_again) == again
+
+
+_OPS = st.lists(
+    st.tuples(st.sampled_from(["append", "replace", "truncate", "header"]), st.integers(0, 40)),
+    min_size=1,
+    max_size=12,
+)
+
+
+@given(_OPS)
+def test_incremental_encoder_follows_any_sequence_of_rewrites(ops: list[tuple[str, int]]) -> None:
+    """The writer's snapshots: records appended (the usual case), a record replaced in the
+    middle (a changed file keeps its slot), fewer records, other header fields. Every
+    document must be exactly ``encode_manifest``'s, whatever the encoder kept from before."""
+    encoder = ManifestEncoder()
+    manifest = _manifest(3)
+    for op, n in ops:
+        files = list(manifest.files)
+        if op == "append":
+            files += [ManifestEntry(len(files) + i, f"k/n{i}", i, i, i, i) for i in range(n)]
+        elif op == "replace" and files:
+            i = n % len(files)
+            files[i] = ManifestEntry(files[i].number, files[i].key + "x", n, n, n, n)
+        elif op == "truncate":
+            files = files[: n % (len(files) + 1)]
+        elif op == "header":
+            manifest = msgspec.structs.replace(manifest, created_at=f"t{n}")
+        manifest = msgspec.structs.replace(manifest, files=files)
+        data = bytes(encoder.encode(manifest))
+        assert data == encode_manifest(manifest)
+        assert decode_manifest(data) == manifest
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 6])
+def test_encoder_is_not_fooled_by_a_files_key_inside_strings(n: int) -> None:
+    """The records are spliced in after the payload's ``"files":[``; a string holding that
+    text (a key, the endpoint, the bucket) is escaped and must not be taken for it."""
+    trap = '"files":[],"x'
+    files = [ManifestEntry(i, f"{trap}/{i}", i, i, i, i) for i in range(n)]
+    manifest = Manifest(endpoint=trap, bucket=trap, options_fingerprint=trap, files=files)
+    encoder = ManifestEncoder()
+    for _ in range(2):  # the second write reuses what the first encoded
+        data = bytes(encoder.encode(manifest))
+        assert data == encode_manifest(manifest)
+        assert decode_manifest(data) == manifest
