@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
 from aiooss_resume._crc64 import crc64
@@ -96,11 +95,16 @@ def _body(total: int, chunk: int) -> Iterator[bytes]:
         yield n.to_bytes(8, "big") + seed[8:]  # every chunk differs
 
 
-def _peak_rss(pid: int) -> int:
+def _status_bytes(pid: int, field: str) -> int:
+    """A size field of ``/proc/<pid>/status`` (``VmRSS``, ``VmHWM``: the peak) in bytes."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM in /proc/<pid>/status")
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def _peak_rss(pid: int) -> int:
+    return _status_bytes(pid, "VmHWM")
 
 
 @pytest.mark.timeout(240)
@@ -148,7 +152,7 @@ def test_relay_of_256_mib_through_uvicorn_keeps_the_server_rss_bounded(tmp_path:
                 # A warm-up relay, so that what the first request imports or caches is
                 # in the baseline, then the peak is reset (Linux: clear_refs 5).
                 assert http.put("/relay/warm", content=os.urandom(KiB)).status_code == 200
-                before = psutil.Process(proc.pid).memory_info().rss
+                before = _status_bytes(proc.pid, "VmRSS")
                 Path(f"/proc/{proc.pid}/clear_refs").write_text("5")
                 crc = 0
                 sent = 0
