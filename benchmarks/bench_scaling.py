@@ -374,8 +374,8 @@ def plot(doc: dict[str, Any], output: Path) -> Path:
     load = doc["machine"]["loadavg_at_save"]
     fig.suptitle(
         f"aiooss_resume upload of {fmt_size(doc['size'])}{' over TLS' if doc['tls'] else ''}, "
-        f"loopback, {doc['machine']['nproc']} cores shared with the server and other users "
-        f"(load {load[0]:.1f}); {doc['command']}",
+        f"loopback, {doc['machine']['nproc']} cores shared with the server "
+        f"(1-min load when saved {load[0]:.1f}); {doc['command']}",
         fontsize=9,
     )
     fig.tight_layout(rect=(0, 0.1, 1, 0.94))
