@@ -5,8 +5,12 @@ until the test ends) and the download is cancelled while it waits, by ``task.can
 an anyio ``CancelScope`` and by ``asyncio.timeout``. The stall lasts far longer than the
 bound, so the download ending within it proves it did not wait for the stall. Asserted:
 
-* it stops within ``FLUSH_TIMEOUT`` + 0.5 s and re-raises ``CancelledError`` (the enclosing
-  scope then reports its own outcome);
+* it stops while the stall is still held, and re-raises ``CancelledError`` (the enclosing
+  scope then reports its own outcome). The stall is released only after the call returned,
+  so ending at all proves it did not wait for the stalled request; ``CANCEL_LIMIT`` is a
+  generous bound for a loaded CI, not the promise. The promise (a cleanup bounded by
+  ``FLUSH_TIMEOUT``, 1 s) is the engine's, tested in tests/test_engine_cancel.py without a
+  wall-clock margin (issue 13.5: no margins a loaded 2-core CI can miss);
 * no task outlives the call (``asyncio.all_tasks()`` before and after);
 * nothing at the destination path;
 * with a checkpoint: it is flushed (it decodes and lists every range finished before the
@@ -43,7 +47,7 @@ pytestmark = pytest.mark.anyio
 PART = 100 * KIB
 SIZE = 10 * PART + 50 * KIB  # 11 ranges
 ROUTINES = 1  # ranges in order: those before the stalled one are all done
-CANCEL_LIMIT = FLUSH_TIMEOUT + 0.5
+CANCEL_LIMIT = 10 * FLUSH_TIMEOUT  # a hang bound, not the promise (see the docstring)
 PHASES = {
     # phase: (operation, range start, ranges certainly finished before it)
     "head": ("HeadObject", None, 0),
