@@ -492,25 +492,40 @@ def summary_line(result: UploadResult, seconds: float) -> str:
     The rate is the bytes sent in this run (resumed ones excluded) per second, as on the
     progress line; pass ``ProgressPrinter.elapsed()`` as ``seconds`` for the same clock.
     """
-    sent = result.size - result.bytes_resumed
-    speed = sent / seconds if seconds > 0 else 0.0
-    parts = result.parts_uploaded + result.parts_resumed
-    line = f"uploaded oss://{result.bucket}/{result.key}: {format_size(result.size)}"
-    line += f" ({_count(result.size, 'byte')}) in {_count(parts, 'part')}"
+    head = f"uploaded oss://{result.bucket}/{result.key}: "
+    done = result.parts_uploaded + result.parts_resumed
+    return _transfer_line(head, result, done, "part", "not sent again", seconds)
+
+
+def _transfer_line(
+    head: str,
+    result: UploadResult | DownloadResult,
+    parts: int,
+    noun: str,
+    resumed_note: str,
+    seconds: float,
+) -> str:
+    """A transfer's final line after ``head``: size, parts (or ranges), how many were
+    resumed, seconds, the rate of the bytes moved in this run, crc64, etag."""
+    moved = result.size - result.bytes_resumed
+    speed = moved / seconds if seconds > 0 else 0.0
+    line = f"{head}{format_size(result.size)} ({_count(result.size, 'byte')}) in "
+    line += _count(parts, noun)
     if result.parts_resumed:
         line += (
             f" ({result.parts_resumed} resumed, {_count(result.bytes_resumed, 'byte')} "
-            "not sent again)"
+            f"{resumed_note})"
         )
     line += f", {seconds:.2f}s, {format_size(speed)}/s, crc64 {result.crc64}, etag {result.etag}"
     return line
 
 
-def _summary_json(result: UploadResult, seconds: float) -> str:
-    doc: dict[str, Any] = {"type": "UploadResult", **msgspec.structs.asdict(result)}
+def _summary_json(result: UploadResult | DownloadResult, seconds: float) -> str:
+    """The final JSON object: the result, its type's name, seconds and the rate."""
+    doc: dict[str, Any] = {"type": type(result).__name__, **msgspec.structs.asdict(result)}
     doc["seconds"] = round(seconds, 3)
-    sent = result.size - result.bytes_resumed
-    doc["bytes_per_second"] = round(sent / seconds) if seconds > 0 else 0
+    moved = result.size - result.bytes_resumed
+    doc["bytes_per_second"] = round(moved / seconds) if seconds > 0 else 0
     return msgspec.json.encode(doc).decode()
 
 
@@ -1225,27 +1240,9 @@ class _DownloadPrinter(ProgressPrinter):
 
 def download_summary_line(result: DownloadResult, seconds: float) -> str:
     """The final line of a download: size, ranges, seconds, rate, crc64, etag."""
-    fetched = result.size - result.bytes_resumed
-    speed = fetched / seconds if seconds > 0 else 0.0
+    head = f"downloaded oss://{result.bucket}/{result.key} to {result.file_path}: "
     ranges = result.parts_downloaded + result.parts_resumed
-    line = f"downloaded oss://{result.bucket}/{result.key} to {result.file_path}: "
-    line += f"{format_size(result.size)} ({_count(result.size, 'byte')}) in "
-    line += _count(ranges, "range")
-    if result.parts_resumed:
-        line += (
-            f" ({result.parts_resumed} resumed, {_count(result.bytes_resumed, 'byte')} "
-            "not fetched again)"
-        )
-    line += f", {seconds:.2f}s, {format_size(speed)}/s, crc64 {result.crc64}, etag {result.etag}"
-    return line
-
-
-def _download_summary_json(result: DownloadResult, seconds: float) -> str:
-    doc: dict[str, Any] = {"type": "DownloadResult", **msgspec.structs.asdict(result)}
-    doc["seconds"] = round(seconds, 3)
-    fetched = result.size - result.bytes_resumed
-    doc["bytes_per_second"] = round(fetched / seconds) if seconds > 0 else 0
-    return msgspec.json.encode(doc).decode()
+    return _transfer_line(head, result, ranges, "range", "not fetched again", seconds)
 
 
 def _download_dest(file: str, key: str) -> str:
@@ -1363,7 +1360,7 @@ async def _download(
                 printer.close()
     seconds = printer.elapsed()
     if mode == "json":
-        io.stdout.write(_download_summary_json(result, seconds) + "\n")
+        io.stdout.write(_summary_json(result, seconds) + "\n")
     elif mode != "quiet":
         io.stdout.write(download_summary_line(result, seconds) + "\n")
     io.stdout.flush()
