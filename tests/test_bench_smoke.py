@@ -18,6 +18,24 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def run_benchmark(
+    command: list[str], tmp_path: Path, *, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """Run a benchmark command from the repository's root with its scratch files under
+    ``tmp_path``; it must exit 0 (its stderr's tail is the failure message)."""
+    proc = subprocess.run(
+        command,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, "BENCH_TMPDIR": str(tmp_path)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
 @pytest.mark.sdk
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("server", ["emulator", "sink"])
@@ -25,16 +43,7 @@ def test_upload_benchmark_tls_smoke(tmp_path: Path, server: str) -> None:
     command = [sys.executable, "-m", "benchmarks", "upload", "--size", "4MiB"]
     command += ["--part-sizes", "1", "--routines", "2", "--key-repeat", "1", "--tls"]
     command += ["--server", server, "--results-dir", str(tmp_path)]
-    proc = subprocess.run(
-        command,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=200,
-        check=False,
-        env={**os.environ, "BENCH_TMPDIR": str(tmp_path)},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_benchmark(command, tmp_path, timeout=200)
     suffix = "" if server == "emulator" else "-sink"
     doc = json.loads((tmp_path / f"upload-4MiB{suffix}-tls.json").read_text())
     assert doc["tls"] is True
@@ -54,16 +63,7 @@ def test_stream_benchmark_smoke(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "benchmarks", "stream", "--size", "4MiB"]
     command += ["--part-size", "1MiB", "--routines", "2", "--repeat", "1"]
     command += ["--results-dir", str(tmp_path)]
-    proc = subprocess.run(
-        command,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=200,
-        check=False,
-        env={**os.environ, "BENCH_TMPDIR": str(tmp_path)},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_benchmark(command, tmp_path, timeout=200)
     doc = json.loads((tmp_path / "stream-4MiB-1MiBx2.json").read_text())
     assert [cell["mode"] for cell in doc["cells"]] == ["stream-64KiB", "stream-16MiB", "file"]
     assert doc["bound_mib"] == (2 + 2) * 1 + 32
@@ -82,16 +82,7 @@ def test_download_benchmark_smoke(tmp_path: Path) -> None:
     command += ["--part-size", "1", "--routines", "2", "--repeat", "1"]
     command += ["--memory-part-sizes", "2", "--results-dir", str(tmp_path)]
     command += ["--clients", "ours,oss2,v2,ours-direct,ours-nowrite,ours-discard"]
-    proc = subprocess.run(
-        command,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=200,
-        check=False,
-        env={**os.environ, "BENCH_TMPDIR": str(tmp_path)},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_benchmark(command, tmp_path, timeout=200)
     doc = json.loads((tmp_path / "download-4MiB.json").read_text())
     clients = sorted(cell["client"] for cell in doc["cells"])
     assert clients == ["oss2", "ours", "ours-direct", "ours-discard", "ours-nowrite", "v2"]
@@ -113,16 +104,7 @@ def test_many_benchmark_smoke(tmp_path: Path) -> None:
     command += ["--large-size", "300KiB", "--part-size", "100KiB", "--repeat", "1"]
     command += ["--small-counts", "20", "--results-dir", str(tmp_path)]
     command += ["--idle-seconds", "0.2", "--ab-oneshot", "--encode-ab", "0.3"]
-    proc = subprocess.run(
-        command,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=150,
-        check=False,
-        env={**os.environ, "BENCH_TMPDIR": str(tmp_path)},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_benchmark(command, tmp_path, timeout=150)
     doc = json.loads((tmp_path / "many.json").read_text())
     cells = {(c["tree"], c["client"]): c for c in doc["cells"]}
     assert set(cells) == {
@@ -159,16 +141,7 @@ def test_scaling_benchmark_smoke(tmp_path: Path) -> None:
     command += ["--part-sizes", "1", "--routines", "2", "--loops", ",".join(loops)]
     command += ["--variants", "on:stagger=true;off:stagger=false", "--idle-seconds", "0.2"]
     command += ["--results-dir", str(tmp_path), "--plot", str(tmp_path / "scaling.png")]
-    proc = subprocess.run(
-        command,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=160,
-        check=False,
-        env={**os.environ, "BENCH_TMPDIR": str(tmp_path)},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_benchmark(command, tmp_path, timeout=160)
     doc = json.loads((tmp_path / "scaling-4MiB.json").read_text())
     assert doc["ceiling_socket_x1_mib_s"] > 0
     assert doc["idle"]["lateness_max_ms"] >= 0
@@ -191,16 +164,7 @@ def test_pagecache_floor_smoke(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "benchmarks.pagecache_floor", "--size", "4MiB"]
     command += ["--threads", "1,2", "--gap", "0", "--repeat", "1"]
     command += ["--results-dir", str(tmp_path)]
-    proc = subprocess.run(
-        command,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, "BENCH_TMPDIR": str(tmp_path)},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_benchmark(command, tmp_path, timeout=60)
     doc = json.loads((tmp_path / "pagecache-floor.json").read_text())
     cells = {(c["threads"], c["state"]): c for c in doc["cells"]}
     assert sorted(cells) == [(1, "cold"), (1, "hot"), (2, "cold"), (2, "hot")]
