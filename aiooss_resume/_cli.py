@@ -82,6 +82,7 @@ from . import (
 )
 from ._checkpoint import (
     DOWNLOAD_CHECKPOINT_FORMAT,
+    STREAM_SOURCE,
     Checkpoint,
     DownloadCheckpoint,
     decode_checkpoint,
@@ -1009,6 +1010,30 @@ def _next_run(cp: Checkpoint, matches: bool, source: str, check: _UploadCheck, c
     return f"resumes if upload {cp.upload_id} still exists on OSS, else starts a new upload"
 
 
+_STREAM_STATE = (
+    "the checkpoint of a stream upload (Bucket.upload_stream): there is no source file to "
+    "check, and only a call with the same checkpoint and a reopen= giving the same bytes "
+    "resumes it"
+)
+
+
+def _stream_next_run(cp: Checkpoint, check: _UploadCheck) -> str:
+    """What the next ``upload_stream(..., checkpoint=, reopen=)`` of this checkpoint does."""
+    numbers = {p.number for p in cp.parts}
+    first_missing = next(n for n in range(1, len(numbers) + 2) if n not in numbers)
+    at = (first_missing - 1) * cp.part_size  # every part but the last is part_size long
+    how = "the `upload` command cannot resume it (it has no reopen=)"
+    if check.state == "missing":
+        return (
+            f"upload_stream with reopen= starts a new upload from reopen(0), replacing this "
+            f"checkpoint: upload {cp.upload_id} is gone; {how}"
+        )
+    return (
+        f"upload_stream with the same reopen= resumes upload {cp.upload_id} from reopen({at}) "
+        f"(if it still exists on OSS, else from reopen(0)); {how}"
+    )
+
+
 def _cmd_status(args: argparse.Namespace, io: _Io) -> int:
     data = Path(args.checkpoint_file).read_bytes()
     if (download := _maybe_download_status(args, io, data)) is not None:
@@ -1020,11 +1045,21 @@ def _cmd_status(args: argparse.Namespace, io: _Io) -> int:
             f"{args.checkpoint_file} is damaged ({exc}); the next run uploads every part again"
         ) from None
     total = cp.source.size
-    part_count = max(1, math.ceil(total / cp.part_size))
+    part_count: int | None = max(1, math.ceil(total / cp.part_size))
     done = sum(p.size for p in cp.parts)
-    matches, state = _source_state(cp)
+    stream = cp.source.path == STREAM_SOURCE
+    matches: bool | None
+    if stream:  # upload_stream's: no file to stat, and only its reopen= can resume it
+        matches, state = None, _STREAM_STATE
+        if total < 0:
+            part_count = None
+    else:
+        matches, state = _source_state(cp)
     check = asyncio.run(_check_upload(args, cp))  # the local part is read before any request
-    next_run = _next_run(cp, matches, state, check, part_count)
+    if stream:
+        next_run = _stream_next_run(cp, check)
+    else:
+        next_run = _next_run(cp, bool(matches), state, check, part_count or 1)
     if args.json:
         doc = {
             "checkpoint": os.path.abspath(args.checkpoint_file),
@@ -1037,15 +1072,19 @@ def _cmd_status(args: argparse.Namespace, io: _Io) -> int:
             "parts_done": len(cp.parts),
             "part_count": part_count,
             "bytes_done": done,
-            "total_bytes": total,
+            "total_bytes": total if total >= 0 else None,
             "source": cp.source.path,
+            "stream": stream,
             "source_matches": matches,
             "upload_on_oss": msgspec.structs.asdict(check),
             "next_run": next_run,
         }
         io.stdout.write(msgspec.json.encode(doc).decode() + "\n")
         return EXIT_OK
-    pct = 100.0 * done / total if total else 0.0
+    pct = 100.0 * done / total if total > 0 else 0.0
+    of_total = f"{done} of {total} ({pct:.1f}%, {format_size(done)})"
+    if total < 0:
+        of_total = f"{done} of an unknown size ({format_size(done)})"
     if check.state == "exists":
         on_oss = f"the upload exists, {_count(check.parts, 'part')} ({_count(check.bytes, 'byte')})"
     elif check.state == "missing":
@@ -1058,10 +1097,10 @@ def _cmd_status(args: argparse.Namespace, io: _Io) -> int:
         ("upload id", cp.upload_id),
         ("created", cp.created_at or "unknown"),
         ("part size", f"{format_size(cp.part_size)} ({_count(cp.part_size, 'byte')})"),
-        ("parts done", f"{len(cp.parts)} of {part_count}"),
-        ("bytes done", f"{done} of {total} ({pct:.1f}%, {format_size(done)})"),
-        ("source", cp.source.path),
-        ("source file", state),
+        ("parts done", f"{len(cp.parts)} of {part_count or 'an unknown number'}"),
+        ("bytes done", of_total),
+        ("source", "a stream (Bucket.upload_stream)" if stream else cp.source.path),
+        ("stream" if stream else "source file", state),
         ("on OSS", on_oss),
         ("next run", next_run),
     ]

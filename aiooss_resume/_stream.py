@@ -352,11 +352,7 @@ class _StreamUpload(_Resume):
                     resumed_parts=len(done),
                 )
             )
-            held = self._held_parts(reader, part_size, done)
-            try:
-                await run_parts(held, self.routines, self._sender(done), self.writer)
-            finally:
-                await held.aclose()  # now, not by the garbage collector in another task
+            checkpoint, reader = await _send_parts(self, reader, part_size, checkpoint, done)
             total = reader.received
             plan = plan_parts(total, part_size)
             if len(plan) < max(done, default=0) or total < checkpoint.stream_read:
@@ -458,6 +454,66 @@ class _StreamUpload(_Resume):
                 error.add_note(f"(the multipart upload {self.upload_id} was aborted)")
         if self.cp_path is not None and final:
             await self.io.run(remove_quietly, self.cp_path)
+
+
+async def _send_parts(
+    job: _StreamUpload,
+    reader: _PartReader,
+    part_size: int,
+    checkpoint: Checkpoint,
+    done: dict[int, CheckpointPart],
+) -> tuple[Checkpoint, _PartReader]:
+    """Send the stream's parts; if the upload id vanishes meanwhile and the stream can be
+    reopened, once more from ``reopen(0)`` with a new upload. The checkpoint and reader used."""
+    restarted = False
+    while True:
+        held = job._held_parts(reader, part_size, done)
+        try:
+            await run_parts(held, job.routines, job._sender(done), job.writer)
+            return checkpoint, reader
+        except NoSuchUploadError as exc:
+            if job.reopen is None:  # nothing to start over from: the caller's stream is spent
+                exc.add_note(f"(upload {job.upload_id} vanished: aborted elsewhere or expired)")
+                raise
+            if restarted:
+                exc.add_note(
+                    f"(upload {job.upload_id} vanished too, after a first one did and the stream "
+                    "was started over: calling upload_stream again starts a new upload from "
+                    "reopen(0))"
+                )
+                raise
+        finally:
+            await held.aclose()  # now, not by the garbage collector in another task
+        restarted = True
+        checkpoint, reader = await _restart(job, part_size, done)
+
+
+async def _restart(
+    job: _StreamUpload, part_size: int, done: dict[int, CheckpointPart]
+) -> tuple[Checkpoint, _PartReader]:
+    """A new upload, its checkpoint on disk, and the stream from ``reopen(0)``: the upload id
+    vanished during the parts (NoSuchUpload: aborted elsewhere, or expired)."""
+    logger.warning(
+        "upload %s of %s vanished (NoSuchUpload); starting a new one from reopen(0)",
+        job.upload_id, job.key,
+    )  # fmt: skip
+    job.on_disk = False
+    checkpoint = await job._initiate(part_size)
+    job.recorded = checkpoint
+    done.clear()
+    job.resumed.clear()
+    if job.writer is not None:
+        await job.writer.stop()
+        job.writer = _CheckpointWriter(
+            job.writer.path, checkpoint, (), job.io, _save, previous=job.writer
+        )
+        await job.writer.flush(force=True)  # the new upload id is on disk before any part
+        job.on_disk = True
+        job.writer.start()
+    await _close_streams([*job._iterators, job.source], job.key)  # spent: read from reopen(0)
+    job._iterators.clear()
+    job.source = None
+    return checkpoint, await job._open(0, part_size)
 
 
 async def _keep_for_resume(writer: _CheckpointWriter[Any, Any], error: Exception | None) -> None:

@@ -26,10 +26,13 @@ from urllib.parse import unquote, unquote_plus
 __all__ = [
     "MAX_OBJECT_SIZE",
     "MAX_PART_NUMBER",
+    "MAX_TRAFFIC_LIMIT",
     "MIN_PART_SIZE",
+    "MIN_TRAFFIC_LIMIT",
     "OPERATIONS",
     "OssHttpError",
     "Target",
+    "check_traffic_limit",
     "host_bucket",
     "parse_target",
     "parse_target_candidates",
@@ -43,6 +46,9 @@ MAX_OBJECT_SIZE: Final = 5 * 1024**3
 MIN_PART_SIZE: Final = 102400
 MAX_PART_NUMBER: Final = 10000
 MAX_KEY_BYTES: Final = 1023
+# x-oss-traffic-limit, in bit/s (100 KB/s to 100 MB/s), spec section 6.
+MIN_TRAFFIC_LIMIT: Final = 819_200
+MAX_TRAFFIC_LIMIT: Final = 838_860_800
 
 OPERATIONS: Final = (
     "AbortMultipartUpload",
@@ -401,3 +407,32 @@ def route(method: str, target: Target) -> str:
             return "AbortMultipartUpload"
         return "DeleteObject"
     raise OssHttpError("MethodNotAllowed", f"The method {method} is not allowed here.")
+
+
+def check_traffic_limit(headers: Mapping[str, str], query: Mapping[str, str]) -> None:
+    """Refuse an ``x-oss-traffic-limit`` OSS refuses, with 400 ``InvalidArgument``.
+
+    Not an integer of bit/s from 819200 to 838860800 (OSS's EC 0004-00000502), or given both
+    as a header and as a query parameter (EC 0004-00000501). OSS's documentation names the ECs
+    and the range, not the Code and Message: those are the emulator's own.
+    """
+    header = headers.get("x-oss-traffic-limit")
+    param = query.get("x-oss-traffic-limit")
+    if header is not None and param is not None:
+        raise OssHttpError(
+            "InvalidArgument",
+            "x-oss-traffic-limit is given both as a header and as a query parameter.",
+            ec="0004-00000501",
+        )
+    raw = header if header is not None else param
+    if raw is None:
+        return
+    value = int(raw) if raw.isascii() and raw.isdigit() else None
+    if value is None or not MIN_TRAFFIC_LIMIT <= value <= MAX_TRAFFIC_LIMIT:
+        raise OssHttpError(
+            "InvalidArgument",
+            f"x-oss-traffic-limit must be an integer from {MIN_TRAFFIC_LIMIT} to "
+            f"{MAX_TRAFFIC_LIMIT} (bit/s).",
+            ec="0004-00000502",
+            details={"ArgumentName": "x-oss-traffic-limit", "ArgumentValue": raw},
+        )

@@ -89,6 +89,7 @@ from ._protocol import (
     MIN_PART_SIZE,
     OssHttpError,
     Target,
+    check_traffic_limit,
     host_bucket,
     parse_target_candidates,
     route,
@@ -620,6 +621,7 @@ class OssServer:
                 await self._resolve_bucket(target.bucket, ctx.operation)
                 if target.key is not None:
                     validate_key(target.key)
+                check_traffic_limit(headers, target.query_map)
                 copy = _COPY_OPERATIONS.get(ctx.operation)
                 if copy is not None and "x-oss-copy-source" in headers:
                     ctx.operation = copy
