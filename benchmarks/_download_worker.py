@@ -18,7 +18,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._worker import GcWatch, Ticker, _peak_rss, _reset_peak_rss, _rss_now, _trust
+from ._worker import (
+    GcWatch,
+    Ticker,
+    _peak_rss,
+    _reset_peak_rss,
+    _rss_now,
+    _trust,
+    oss2_bucket,
+    v2_client,
+)
 
 
 async def _ours(job: dict[str, Any], *, direct_io: bool = False) -> None:
@@ -97,12 +106,7 @@ async def _ours_ceiling(job: dict[str, Any], *, crc: bool) -> int:
 def _oss2(job: dict[str, Any]) -> Callable[[], None]:
     import oss2
 
-    bucket = oss2.Bucket(
-        oss2.AuthV4(job["access_key_id"], job["access_key_secret"]),
-        job["endpoint"],
-        job["bucket"],
-        region=job["region"],
-    )
+    bucket = oss2_bucket(job)
 
     def run() -> None:
         oss2.resumable_download(
@@ -121,15 +125,7 @@ def _oss2(job: dict[str, Any]) -> Callable[[], None]:
 def _v2(job: dict[str, Any]) -> Callable[[], None]:
     import alibabacloud_oss_v2 as oss
 
-    cfg = oss.config.load_default()
-    cfg.credentials_provider = oss.credentials.StaticCredentialsProvider(
-        job["access_key_id"], job["access_key_secret"]
-    )
-    cfg.region = job["region"]
-    cfg.endpoint = job["endpoint"]
-    cfg.use_path_style = True
-    cfg.signature_version = "v4"
-    client = oss.Client(cfg)
+    client = v2_client(job)
 
     def run() -> None:
         downloader = client.downloader(

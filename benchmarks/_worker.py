@@ -265,7 +265,8 @@ async def _ours(job: dict[str, Any]) -> None:
             raise RuntimeError(f"uploaded {result.size} bytes, expected {job['size']}")
 
 
-def _oss2(job: dict[str, Any]) -> Callable[[], None]:
+def oss2_bucket(job: dict[str, Any]) -> Any:
+    """oss2's Bucket for the job's emulator (V4, path style), shared by the workers."""
     import oss2
 
     bucket = oss2.Bucket(
@@ -274,6 +275,29 @@ def _oss2(job: dict[str, Any]) -> Callable[[], None]:
         job["bucket"],
         region=job["region"],
     )
+    return bucket
+
+
+def v2_client(job: dict[str, Any]) -> Any:
+    """The v2 SDK's Client for the job's emulator (V4, path style), shared by the workers."""
+    import alibabacloud_oss_v2 as oss
+
+    cfg = oss.config.load_default()
+    cfg.credentials_provider = oss.credentials.StaticCredentialsProvider(
+        job["access_key_id"], job["access_key_secret"]
+    )
+    cfg.region = job["region"]
+    cfg.endpoint = job["endpoint"]
+    cfg.use_path_style = True
+    cfg.signature_version = "v4"
+    client = oss.Client(cfg)
+    return client
+
+
+def _oss2(job: dict[str, Any]) -> Callable[[], None]:
+    import oss2
+
+    bucket = oss2_bucket(job)
 
     def run() -> None:
         store = oss2.ResumableStore(root=job["checkpoint_dir"]) if job["checkpoint"] else None
@@ -294,15 +318,7 @@ def _oss2(job: dict[str, Any]) -> Callable[[], None]:
 def _v2(job: dict[str, Any]) -> Callable[[], None]:
     import alibabacloud_oss_v2 as oss
 
-    cfg = oss.config.load_default()
-    cfg.credentials_provider = oss.credentials.StaticCredentialsProvider(
-        job["access_key_id"], job["access_key_secret"]
-    )
-    cfg.region = job["region"]
-    cfg.endpoint = job["endpoint"]
-    cfg.use_path_style = True
-    cfg.signature_version = "v4"
-    client = oss.Client(cfg)
+    client = v2_client(job)
 
     def run() -> None:
         uploader = client.uploader(
