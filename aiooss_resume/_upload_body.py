@@ -13,7 +13,7 @@ from typing import Protocol
 
 from ._errors import FileChangedError, IntegrityError
 from ._fileio import CHUNK_SIZE, SourceFile
-from ._http import HttpResponse
+from ._http import Chunk, HttpResponse
 from ._transfer import _Progress, _response_crc
 
 __all__ = ["READ_AHEAD", "_Body", "_BodyOwner"]
@@ -47,7 +47,9 @@ class _Body:
     """A part's body: a fresh chunk iterator per attempt, with the CRC of what was sent.
 
     Chunks are read (and CRC'd) in a worker thread one ahead of the socket: while chunk k
-    is written, chunk k + 1 is read, so at most two chunks per part are in memory.
+    is written, chunk k + 1 is read, so at most two chunks per part are in memory. They are
+    read into the source's ``ChunkPool`` buffers, each given back once the transport has
+    asked for the next chunk.
 
     An error that must end the request (the progress hook's, a source that shrank or
     changed) is kept in ``failure`` before it is raised through the transport, which would
@@ -68,7 +70,7 @@ class _Body:
         self.failure: Exception | None = None
         self.sent_whole = False  # some attempt handed over every byte
 
-    def __call__(self) -> AsyncIterator[bytes]:
+    def __call__(self) -> AsyncIterator[Chunk]:
         return self._chunks()
 
     def fatal(self) -> Exception | None:
@@ -79,10 +81,10 @@ class _Body:
             self.failure = exc
         return self.failure
 
-    async def _chunks(self) -> AsyncIterator[bytes]:
+    async def _chunks(self) -> AsyncIterator[Chunk]:
         self.crc = 0
         position = 0
-        ahead: asyncio.Future[tuple[bytes, int]] | None = None
+        ahead: asyncio.Future[tuple[Chunk, int]] | None = None
         try:
             while position < self.size:
                 n = min(CHUNK_SIZE, self.size - position)
@@ -103,6 +105,9 @@ class _Body:
                 if self.whole_object and following == self.size:
                     await self._check_source()
                 yield data
+                # The transport asked for the next chunk: this one's buffer may be reused
+                # (once nothing else refers to it: ``ChunkPool``).
+                self.job.src.pool.give(data)
                 del data
                 position = following
                 if position == self.size:
@@ -125,7 +130,7 @@ class _Body:
                 if not ahead.cancelled():
                     ahead.exception()
 
-    async def _read(self, position: int, n: int, crc: int) -> tuple[bytes, int]:
+    async def _read(self, position: int, n: int, crc: int) -> tuple[Chunk, int]:
         return await self.job.src.read(self.offset + position, n, crc)
 
     async def _check_source(self) -> None:

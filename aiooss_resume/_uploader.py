@@ -179,7 +179,7 @@ class _Upload(_Resume):
     async def run(self) -> UploadResult:
         lock = await take_lock(self.io, self.cp_path)
         try:
-            self.src = await SourceFile.open(self.path, self.io)
+            self.src = await SourceFile.open(self.path, self.io, keep=2 * self.routines + 2)
             try:
                 self.identity = await self.io.run(stat_identity, self.path)
                 self.progress = _Progress(self.hook, self.key, self.identity.size)

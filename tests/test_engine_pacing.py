@@ -9,7 +9,7 @@
 * **TLS write slices** (``_http.WRITE_SLICE``): over HTTPS bodies go to aiohttp in pieces,
   byte-exact whatever the slice size.
 
-Reads are observed by wrapping ``_fileio._read_chunk`` (it runs in the worker thread), the
+Reads are observed by wrapping ``_fileio._read_into`` (it runs in the worker thread), the
 way the reliability suite wraps the checkpoint write; requests through the Transport seam.
 Every wait is on an event, with generous limits that only a hang reaches.
 """
@@ -48,18 +48,20 @@ class Reads:
         self.arrived = threading.Event()
         self.release = threading.Event()
         self.before_release: Callable[[], None] = lambda: None
-        real = _fileio._read_chunk
+        real = _fileio._read_into
         guard = threading.Lock()
 
-        def read_chunk(fd: int, offset: int, size: int, crc: int) -> tuple[bytes, int]:
+        def read_into(
+            fd: int, buf: bytearray | None, offset: int, size: int, crc: int
+        ) -> tuple[bytearray, int]:
             with guard:
                 self.offsets.append(offset)
             if offset == self.hold_at:
                 self.arrived.set()
                 self.release.wait(LIMIT)
-            return real(fd, offset, size, crc)
+            return real(fd, buf, offset, size, crc)
 
-        monkeypatch.setattr(_fileio, "_read_chunk", read_chunk)
+        monkeypatch.setattr(_fileio, "_read_into", read_into)
 
     def started(self, offset: int) -> bool:
         return offset in self.offsets
