@@ -160,14 +160,18 @@ def emulator(root: Path, server: str = "emulator", *, tls: bool = False) -> Iter
             proc.wait()
 
 
-def run_child(module: str, job: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """Run ``python -m <module> <json job>`` and return the JSON it prints last."""
+def run_child(
+    module: str, job: dict[str, Any], timeout: float, *, cwd: Path | None = None
+) -> dict[str, Any]:
+    """Run ``python -m <module> <json job>`` and return the JSON it prints last.
+
+    ``cwd``: the checkout to run it in (its ``aiooss_resume`` comes first on ``sys.path``)."""
     proc = subprocess.run(
         [sys.executable, "-m", module, json.dumps(job)],
         capture_output=True,
         text=True,
         timeout=timeout,
-        cwd=str(Path(__file__).resolve().parent.parent),
+        cwd=str(cwd or Path(__file__).resolve().parent.parent),
         check=False,
     )
     if proc.returncode != 0:

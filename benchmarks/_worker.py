@@ -30,7 +30,7 @@ TICK = 0.001
 
 KNOBS = {
     # knob: (module, attribute) of a tuning constant the engine reads at call time
-    "chunk_size": ("aiooss_resume._upload_resume", "CHUNK_SIZE"),
+    "chunk_size": ("aiooss_resume._upload_body", "CHUNK_SIZE"),
     "stagger": ("aiooss_resume._transfer", "STAGGER_STARTS"),
     "read_ahead": ("aiooss_resume._upload_body", "READ_AHEAD"),
     "tls_write_slice": ("aiooss_resume._http", "WRITE_SLICE"),
@@ -367,6 +367,7 @@ async def _main(job: dict[str, Any]) -> dict[str, Any]:
     peak_reset = _reset_peak_rss()
     rss_before = _rss_now()
     wchar0 = _wchar()
+    faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     t0 = os.times()
     w0 = time.perf_counter()
     if sync_run is not None:
@@ -388,6 +389,7 @@ async def _main(job: dict[str, Any]) -> dict[str, Any]:
         "seconds": wall,
         "cpu_user": t1.user - t0.user,
         "cpu_sys": t1.system - t0.system,
+        "minor_faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0,
         "rss_before": rss_before,
         "rss_peak": peak,
         "rss_peak_reset": peak_reset,

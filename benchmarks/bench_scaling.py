@@ -15,7 +15,10 @@ part the client itself causes). Measured in the same run, interleaved with the u
 * ``--servers emulator,sink``: against the OSS emulator (discard store) and the minimal sink;
 * ``--variants "name:knob=value,...;name2:..."``: engine tuning variants side by side (the
   A/B of a change; knobs in ``_worker.KNOBS``), e.g.
-  ``--variants "on:stagger=true;off:stagger=false"``.
+  ``--variants "on:stagger=true;off:stagger=false"``. A variant ``rev=COMMIT`` runs that
+  git revision of the library (and of its worker), extracted with ``git archive``, so a
+  change is measured against the code before it in the same run:
+  ``--variants "before:rev=05224b7;after:"``.
 
 Repetitions are interleaved (every cell once, then again), medians reported. Results go to
 ``results/scaling-SIZE[-suffix].json`` and the plot to ``docs/img/scaling.png`` (``--plot``).
@@ -26,9 +29,12 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import io
 import itertools
 import json
 import os
+import subprocess
+import tarfile
 from math import nan
 from pathlib import Path
 from typing import Any
@@ -64,7 +70,8 @@ def parse_variants(text: str) -> dict[str, dict[str, Any]]:
             key, eq, value = pair.partition("=")
             if not eq:
                 raise SystemExit(f"bad knob {pair!r} in variant {name!r} (use knob=value)")
-            knobs[key] = json.loads(value) if value[:1] in "-0123456789tfn[{" else value
+            literal = key != "rev" and value[:1] in "-0123456789tfn[{"  # a rev is a name
+            knobs[key] = json.loads(value) if literal else value
         variants[name.strip()] = knobs
     if not variants:
         raise SystemExit("--variants names no variant")
@@ -127,7 +134,34 @@ def _summarize(runs: list[dict[str, Any]], size: int) -> dict[str, Any]:
         # the loop's own CPU per iteration (asyncio only; NaN on uvloop): see _worker.StepProbe
         "loop_step_cpu_max_ms": median([r.get("loop_step_cpu_max_ms", nan) for r in runs]),
         "loop_step_cpu_p999_ms": median([r.get("loop_step_cpu_p999_ms", nan) for r in runs]),
+        "minor_faults_per_gib": median([r.get("minor_faults", nan) / gib for r in runs]),
     }
+
+
+def checkout(rev: str, dest: Path) -> tuple[Path, str]:
+    """Extract git revision ``rev`` of this repository into ``dest``; return it and the commit."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--verify", f"{rev}^{{commit}}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    if commit.returncode != 0:
+        raise SystemExit(f"unknown git revision {rev!r}: {commit.stderr.strip()}")
+    sha = commit.stdout.strip()
+    tar = subprocess.run(
+        ["git", "archive", "--format=tar", sha],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    target = dest / f"rev-{sha[:12]}"
+    with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
+        archive.extractall(target, filter="data")
+    return target, sha
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -135,6 +169,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     loops = [x.strip() for x in args.loops.split(",") if x.strip()]
     servers = [x.strip() for x in args.servers.split(",") if x.strip()]
     variants = parse_variants(args.variants)
+    revisions: dict[str, tuple[Path, str]] = {}  # variant -> (checkout, commit)
     for loop in loops:
         if loop not in ("asyncio", "uvloop"):
             raise SystemExit(f"unknown loop {loop!r} (asyncio or uvloop)")
@@ -147,6 +182,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     idle: list[dict[str, Any]] = []
     ceiling: list[float] = []
     with temp_dir() as tmp:
+        for name, knobs in variants.items():
+            if "rev" in knobs:
+                revisions[name] = checkout(str(knobs["rev"]), tmp)
+                print(f"  variant {name}: library at {revisions[name][1][:12]}", flush=True)
         path = make_data_file(tmp / "data.bin", size)
         for rep in range(args.repeat):
             if not args.no_ceiling:
@@ -170,7 +209,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         if cell[0] != server_name:
                             continue
                         _, variant, loop, part_size, routines = cell
-                        result = _one(args, server, tmp, path, size, cell, variants, rep)
+                        result = _one(args, server, tmp, path, size, cell, variants, rep, revisions)
                         runs[cell].append(result)
                         cpu = (result["cpu_user"] + result["cpu_sys"]) / (size / GiB)
                         print(
@@ -189,6 +228,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "repeat": args.repeat,
         "loadavg_at_start_and_end": None,
         "variants": variants,
+        "variant_revisions": {name: sha for name, (_, sha) in revisions.items()},
         "ceiling_socket_x1_mib_s": median(ceiling) if ceiling else None,
         "ceiling_socket_x1_all": [round(x, 1) for x in ceiling],
         "idle": {
@@ -222,9 +262,11 @@ def _one(
     cell: tuple[Any, ...],
     variants: dict[str, dict[str, Any]],
     rep: int,
+    revisions: dict[str, tuple[Path, str]],
 ) -> dict[str, Any]:
     server_name, variant, loop, part_size, routines = cell
-    job_extra = {"loop": loop, "knobs": variants[variant]}
+    knobs = {k: v for k, v in variants[variant].items() if k != "rev"}
+    job_extra = {"loop": loop, "knobs": knobs}
     return run_one(
         server,
         tmp,
@@ -237,6 +279,7 @@ def _one(
         checkpoint=not args.no_checkpoint,
         timeout=args.timeout,
         extra=job_extra,
+        cwd=revisions[variant][0] if variant in revisions else None,
     )
 
 
@@ -269,6 +312,7 @@ def report(doc: dict[str, Any]) -> None:
             "late p99 ms",
             "own max ms",
             "step CPU max ms",
+            "faults k/GiB",
         ],
         [
             [
@@ -285,6 +329,7 @@ def report(doc: dict[str, Any]) -> None:
                 c["lateness_p99_ms"],
                 c["lateness_own_max_ms"],
                 c["loop_step_cpu_max_ms"],
+                c.get("minor_faults_per_gib", float("nan")) / 1000,
             ]
             for c in doc["cells"]
         ],

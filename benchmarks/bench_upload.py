@@ -102,10 +102,12 @@ def run_one(
     checkpoint: bool,
     timeout: float,
     extra: dict[str, Any] | None = None,
+    cwd: Path | None = None,
 ) -> dict[str, Any]:
     """One upload in a fresh child process; adds the server's CPU seconds meanwhile.
 
-    ``extra``: more job fields for the worker (``loop``, ``knobs``: see ``_worker``)."""
+    ``extra``: more job fields for the worker (``loop``, ``knobs``: see ``_worker``);
+    ``cwd``: run the worker (and so the library) of another checkout (``bench_scaling``)."""
     cp_dir = tmp / f"cp-{client}"
     cp_dir.mkdir(exist_ok=True)
     job = {
@@ -122,7 +124,7 @@ def run_one(
         **(extra or {}),
     }
     cpu0 = server.cpu_seconds()
-    result = run_child("benchmarks._worker", job, timeout)
+    result = run_child("benchmarks._worker", job, timeout, cwd=cwd)
     result["server_cpu"] = server.cpu_seconds() - cpu0
     return result
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -129,7 +130,8 @@ def test_many_benchmark_smoke(tmp_path: Path) -> None:
 @pytest.mark.timeout(180)
 def test_scaling_benchmark_smoke(tmp_path: Path) -> None:
     """``python -m benchmarks scaling`` runs and writes its JSON (no speed is asserted):
-    a tiny table, with the idle probe, the socket ceiling, two engine variants and, if
+    a tiny table, with the idle probe, the socket ceiling, two engine variants, the
+    library at a git revision (extracted and run side by side) and, if
     uvloop is installed, both event loops, as the full run has them."""
     try:
         import uvloop  # noqa: F401
@@ -139,7 +141,8 @@ def test_scaling_benchmark_smoke(tmp_path: Path) -> None:
         loops = ["asyncio", "uvloop"]
     command = [sys.executable, "-m", "benchmarks", "scaling", "--size", "4MiB"]
     command += ["--part-sizes", "1", "--routines", "2", "--loops", ",".join(loops)]
-    command += ["--variants", "on:stagger=true;off:stagger=false", "--idle-seconds", "0.2"]
+    variants = "on:stagger=true;off:stagger=false;head:rev=HEAD"  # a knob A/B, a git revision
+    command += ["--variants", variants, "--idle-seconds", "0.2"]
     command += ["--results-dir", str(tmp_path), "--plot", str(tmp_path / "scaling.png")]
     proc = run_benchmark(command, tmp_path, timeout=160)
     doc = json.loads((tmp_path / "scaling-4MiB.json").read_text())
@@ -147,7 +150,8 @@ def test_scaling_benchmark_smoke(tmp_path: Path) -> None:
     assert doc["idle"]["lateness_max_ms"] >= 0
     assert len(doc["machine"]["loadavg_at_save"]) == 3
     cells = {(c["variant"], c["loop"], c["routines"]) for c in doc["cells"]}
-    assert cells == {(v, lp, 2) for v in ("on", "off") for lp in loops}
+    assert cells == {(v, lp, 2) for v in ("on", "off", "head") for lp in loops}
+    assert re.fullmatch("[0-9a-f]{40}", doc["variant_revisions"]["head"])
     for cell in doc["cells"]:
         assert cell["n"] == 1 and cell["part_size"] == 1024 * 1024
         run = cell["runs"][0]
