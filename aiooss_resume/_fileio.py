@@ -35,6 +35,7 @@ import contextlib
 import errno
 import functools
 import logging
+import mmap
 import os
 import secrets
 import stat
@@ -226,7 +227,25 @@ def stat_identity(path: str) -> SourceIdentity:
     )
 
 
-def _refcounts(buffers: list[bytearray]) -> list[int]:
+Buffer = bytearray | mmap.mmap
+"""A read buffer: an anonymous ``mmap`` made by ``new_buffer`` (or any ``bytearray``)."""
+
+
+def new_buffer(size: int) -> mmap.mmap:
+    """A ``size``-byte read buffer whose pages are first touched by the read into it.
+
+    ``bytearray(size)`` zero-fills with the GIL held: ~0.4 ms per fresh MiB, which the 130
+    buffers of 64 routines turned into ~50 ms of GIL held by the reading threads in the
+    first tenth of a second of an upload, and late event-loop ticks. An anonymous private
+    mapping costs one system call, the kernel supplies zero pages as ``preadv`` (GIL
+    released) fills them, and freeing one unmaps it with the GIL released.
+    """
+    if sys.platform == "win32":  # pragma: no cover - no MAP_PRIVATE there
+        return mmap.mmap(-1, size)
+    return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+
+
+def _refcounts(buffers: list[Buffer]) -> list[int]:
     return [sys.getrefcount(buf) for buf in buffers]
 
 
@@ -243,9 +262,9 @@ class ChunkPool:
 
     A fresh 1 MiB ``bytes`` per ``pread`` cost ~60,000 page faults per GiB: the allocator
     hands each worker thread's freed memory back to the kernel and faults it in again on the
-    next read. Reusing buffers took 8 MiB x 4 against the benchmark sink from ~1,900 to
-    ~2,700 MiB/s and the client from 0.61 to 0.45 CPU s/GiB
-    (``benchmarks/results/ab-chunk-pool.json``).
+    next read. Reusing buffers (with the copy-free hand-off to aiohttp) took 8 MiB x 4
+    against the benchmark sink from ~2,100 to ~2,700 MiB/s and the client from 0.57 to
+    0.44 CPU s/GiB (``benchmarks/results/ab-copy-free.json``).
 
     A chunk handed to the transport may still be referenced after the next one is asked for:
     a TLS transport's write backlog, the slices of ``AiohttpTransport._watch``, Python 3.12's
@@ -256,10 +275,10 @@ class ChunkPool:
     """
 
     def __init__(self, keep: int) -> None:
-        self._free: list[bytearray] = []
+        self._free: list[Buffer] = []
         self._keep = keep
 
-    def take(self, size: int) -> bytearray | None:
+    def take(self, size: int) -> Buffer | None:
         """A free buffer of at least ``size`` bytes, or ``None`` (the reader allocates one)."""
         if not _REUSE or not self._free:
             return None
@@ -271,20 +290,36 @@ class ChunkPool:
     def give(self, chunk: bytes | bytearray | memoryview) -> None:
         """Return a chunk's buffer once the transport has asked for the next chunk."""
         buf = chunk.obj if isinstance(chunk, memoryview) else chunk
-        if isinstance(buf, bytearray) and len(self._free) < self._keep:
+        if isinstance(buf, (bytearray, mmap.mmap)) and len(self._free) < self._keep:
             self._free.append(buf)
 
     def clear(self) -> None:
         self._free.clear()
 
+    async def release(self) -> None:
+        """Free the kept buffers a few at a time, yielding to the event loop in between.
 
-def _read_into(
-    fd: int, buf: bytearray | None, offset: int, size: int, crc: int
-) -> tuple[bytearray, int]:
-    """Read exactly ``size`` bytes at ``offset`` into ``buf`` (allocated here, in the worker
-    thread, when ``None``); return the buffer and the CRC continued over those bytes."""
+        Freeing a touched 1 MiB buffer returns its pages to the kernel (~75 us); the 130
+        buffers of 64 routines freed at once held the loop for ~10 ms at the end of an
+        upload. The yields are shielded from cancellation, so a cancelled upload still
+        frees them all.
+        """
+        while self._free:
+            del self._free[-_RELEASE_BATCH:]
+            if self._free:
+                await anyio.lowlevel.cancel_shielded_checkpoint()
+
+
+# Buffers freed per event-loop step by ``ChunkPool.release`` (~0.6 ms of munmap).
+_RELEASE_BATCH = 8
+
+
+def _read_into(fd: int, buf: Buffer | None, offset: int, size: int, crc: int) -> tuple[Buffer, int]:
+    """Read exactly ``size`` bytes at ``offset`` into ``buf`` (a ``new_buffer`` made here,
+    in the worker thread, when ``None``); return the buffer and the CRC continued over
+    those bytes."""
     if buf is None or len(buf) < size:
-        buf = bytearray(max(size, CHUNK_SIZE))
+        buf = new_buffer(max(size, CHUNK_SIZE))
     with memoryview(buf) as whole, whole[:size] as view:
         got = _pread_into(fd, view, offset)
         if got != size:
@@ -306,7 +341,7 @@ _HAS_PREADV = hasattr(os, "preadv")
 
 def _crc_range(fd: int, offset: int, size: int, crc: int = 0) -> int:
     end = offset + size
-    buf = bytearray(min(CHUNK_SIZE * 8, size))  # one buffer for the whole job
+    buf = new_buffer(min(CHUNK_SIZE * 8, size))  # one buffer for the whole job
     while offset < end:
         n = min(len(buf), end - offset)
         _, crc = _read_into(fd, buf, offset, n, crc)
@@ -332,14 +367,14 @@ class SourceFile:
         fd = await io.run_owned(functools.partial(os.open, path, flags), os.close)
         return cls(fd, io, keep=keep)
 
-    async def read(self, offset: int, size: int, crc: int) -> tuple[bytearray | memoryview, int]:
+    async def read(self, offset: int, size: int, crc: int) -> tuple[memoryview, int]:
         """Read exactly ``size`` bytes at ``offset``; return them and the continued CRC.
 
-        The chunk is a pooled buffer (or a ``memoryview`` of one, when shorter): hand it to
-        ``pool.give`` once it has been passed on, and never change it.
+        The chunk is a ``memoryview`` of a pooled buffer: hand it to ``pool.give`` once it
+        has been passed on, and never change it.
         """
         buf, crc = await self._io.run(_read_into, self._fd, self.pool.take(size), offset, size, crc)
-        return (buf if len(buf) == size else memoryview(buf)[:size]), crc
+        return memoryview(buf)[:size], crc
 
     async def crc_range(self, offset: int, size: int) -> int:
         """CRC-64 of a byte range (for resume verification), in worker-thread jobs of at
@@ -358,12 +393,12 @@ class SourceFile:
         return await self._io.run(stat_identity, path)
 
     async def aclose(self) -> None:
-        self.pool.clear()
         fd, self._fd = self._fd, -1
         if fd >= 0:
             # os.close of a regular file does not block meaningfully; closing inline also
             # works during cancellation, when awaiting a thread would be interrupted.
             os.close(fd)
+        await self.pool.release()
 
 
 def _fsync_dir(directory: str) -> None:

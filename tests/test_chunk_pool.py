@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
+import anyio.lowlevel
 import pytest
 
 import aiooss_resume as oss
@@ -90,6 +93,50 @@ def test_the_pool_keeps_at_most_keep_buffers() -> None:
     assert pool.take(16) is not None
     assert pool.take(16) is not None
     assert pool.take(16) is None
+
+
+class _Buf(bytearray):
+    """A pooled buffer that can be watched with a weak reference (a bytearray cannot)."""
+
+
+async def test_release_frees_the_buffers_a_few_per_loop_step() -> None:
+    pool = ChunkPool(keep=40)
+    refs = []
+    for _ in range(40):
+        buf = _Buf(16)
+        refs.append(weakref.ref(buf))
+        pool.give(buf)
+        del buf
+    seen: list[int] = []  # buffers alive at each loop step while release() runs
+
+    async def watch() -> None:
+        while True:
+            seen.append(sum(ref() is not None for ref in refs))
+            await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch)
+        await anyio.lowlevel.checkpoint()
+        await pool.release()
+        tg.cancel_scope.cancel()
+    assert all(ref() is None for ref in refs)
+    assert pool.take(16) is None
+    # Other tasks ran between the batches, and saw some buffers freed and some not yet.
+    assert any(0 < alive < 40 for alive in seen), seen
+
+
+async def test_release_frees_everything_in_a_cancelled_scope() -> None:
+    pool = ChunkPool(keep=40)
+    refs = []
+    for _ in range(40):
+        buf = _Buf(16)
+        refs.append(weakref.ref(buf))
+        pool.give(buf)
+        del buf
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await pool.release()  # the upload was cancelled: its buffers are freed all the same
+    assert all(ref() is None for ref in refs)
 
 
 class KeepingTransport:
@@ -165,8 +212,8 @@ async def test_an_upload_reads_into_a_bounded_set_of_buffers(
     real = _fileio._read_into
 
     def read_into(
-        fd: int, buf: bytearray | None, offset: int, size: int, crc: int
-    ) -> tuple[bytearray, int]:
+        fd: int, buf: _fileio.Buffer | None, offset: int, size: int, crc: int
+    ) -> tuple[_fileio.Buffer, int]:
         if buf is None:
             allocated.append(offset)
         return real(fd, buf, offset, size, crc)
