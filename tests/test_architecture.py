@@ -111,6 +111,7 @@ LAYERS: dict[str, int] = {
     "_signing": 2,
     # I/O adapters
     "_http": 3,
+    "_buffers": 2,  # read buffers: pooled mmaps, preadv + CRC in one pass
     "_fileio": 3,
     "_direct_io": 4,  # a download's temp file written around the page cache (O_DIRECT)
     # the request layer: transport + credentials + signing + retry, one method per operation

@@ -26,7 +26,7 @@ import anyio.lowlevel
 import pytest
 
 import aiooss_resume as oss
-from aiooss_resume import _fileio
+from aiooss_resume import _buffers, _fileio
 from aiooss_resume._fileio import CHUNK_SIZE, ChunkPool
 from aiooss_resume._http import AiohttpTransport, HttpRequest, HttpResponse
 from aiooss_resume.testing import ThreadedOssServer, self_signed_tls
@@ -209,16 +209,16 @@ async def test_an_upload_reads_into_a_bounded_set_of_buffers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     allocated: list[int] = []
-    real = _fileio._read_into
+    real = _fileio.read_into
 
     def read_into(
-        fd: int, buf: _fileio.Buffer | None, offset: int, size: int, crc: int
-    ) -> tuple[_fileio.Buffer, int]:
+        fd: int, buf: _buffers.Buffer | None, offset: int, size: int, crc: int
+    ) -> tuple[_buffers.Buffer, int]:
         if buf is None:
             allocated.append(offset)
         return real(fd, buf, offset, size, crc)
 
-    monkeypatch.setattr(_fileio, "_read_into", read_into)
+    monkeypatch.setattr(_fileio, "read_into", read_into)
     src = tmp_path / "src.bin"
     src.write_bytes(os.urandom(64 * MIB))
     fake = FakeOss()

@@ -9,7 +9,7 @@
 * **TLS write slices** (``_http.WRITE_SLICE``): over HTTPS bodies go to aiohttp in pieces,
   byte-exact whatever the slice size.
 
-Reads are observed by wrapping ``_fileio._read_into`` (it runs in the worker thread), the
+Reads are observed by wrapping ``_fileio.read_into`` (it runs in the worker thread), the
 way the reliability suite wraps the checkpoint write; requests through the Transport seam.
 Every wait is on an event, with generous limits that only a hang reaches.
 """
@@ -48,7 +48,7 @@ class Reads:
         self.arrived = threading.Event()
         self.release = threading.Event()
         self.before_release: Callable[[], None] = lambda: None
-        real = _fileio._read_into
+        real = _fileio.read_into
         guard = threading.Lock()
 
         def read_into(
@@ -61,7 +61,7 @@ class Reads:
                 self.release.wait(LIMIT)
             return real(fd, buf, offset, size, crc)
 
-        monkeypatch.setattr(_fileio, "_read_into", read_into)
+        monkeypatch.setattr(_fileio, "read_into", read_into)
 
     def started(self, offset: int) -> bool:
         return offset in self.offsets
