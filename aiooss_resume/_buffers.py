@@ -63,7 +63,7 @@ class ChunkPool:
     A fresh 1 MiB ``bytes`` per ``pread`` cost ~60,000 page faults per GiB: the allocator
     hands each worker thread's freed memory back to the kernel and faults it in again on the
     next read. Reusing buffers (with the copy-free hand-off to aiohttp) took 8 MiB x 4
-    against the benchmark sink from ~2,100 to ~2,700 MiB/s and the client from 0.57 to
+    against the benchmark sink from ~2,100 to ~2,600 MiB/s and the client from 0.56 to
     0.44 CPU s/GiB (``benchmarks/results/ab-copy-free.json``).
 
     A chunk handed to the transport may still be referenced after the next one is asked for:
