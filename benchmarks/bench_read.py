@@ -1,12 +1,14 @@
 """How to read part data off the loop: ``python -m benchmarks read [--size 1GiB] [--repeat 5]``.
 
-The design card named aiofiles as a dependency; the library reads with ``os.pread`` in
-``anyio.to_thread`` jobs on its own ``CapacityLimiter`` instead (``aiooss_resume._fileio``).
+The design card named aiofiles as a dependency; the library reads with ``os.preadv`` into
+reused buffers in ``anyio.to_thread`` jobs on its own ``CapacityLimiter`` instead
+(``aiooss_resume._fileio``, ``aiooss_resume._buffers``).
 This benchmark is the measurement behind that choice. It streams one file from the page
 cache as ``--parts`` concurrent parts (one coroutine each, 1 MiB chunks, CRC-64 of every
 chunk), the way the upload engine does, with no network, so only the read path is timed:
 
-* ``ours``: ``SourceFile.read``: ``pread`` + CRC in one thread job, dedicated limiter;
+* ``ours``: ``SourceFile.read``: ``preadv`` into a pooled buffer + CRC in one thread job,
+  dedicated limiter; each chunk is given back to the pool once used, as the engine does;
 * ``aiofiles``: one aiofiles handle per part (it has no ``pread``, so concurrent parts on one
   handle would need a lock around seek+read), ``seek`` once then ``read``; CRC on the loop
   (fastcrc, ~20 us per MiB);
@@ -55,14 +57,16 @@ async def _ours(path: Path, size: int, parts: int) -> int:
     from aiooss_resume._fileio import IoRunner, SourceFile
 
     io = IoRunner(parts)
-    src = await SourceFile.open(str(path), io)
+    src = await SourceFile.open(str(path), io, keep=2 * parts + 2)
     part = -(-size // parts)
 
     async def one(offset: int, length: int) -> int:
         crc, position = 0, 0
         while position < length:
             n = min(CHUNK, length - position)
-            _, crc = await src.read(offset + position, n, crc)
+            data, crc = await src.read(offset + position, n, crc)
+            src.pool.give(data)  # as the upload body does once the transport has it
+            del data
             position += n
         return crc
 
