@@ -99,14 +99,20 @@ class _Buf(bytearray):
     """A pooled buffer that can be watched with a weak reference (a bytearray cannot)."""
 
 
-async def test_release_frees_the_buffers_a_few_per_loop_step() -> None:
-    pool = ChunkPool(keep=40)
+def _pool_of_watched(n: int) -> tuple[ChunkPool, list[weakref.ref[_Buf]]]:
+    """A pool holding ``n`` buffers that nothing else refers to, and weak references to them."""
+    pool = ChunkPool(keep=n)
     refs = []
-    for _ in range(40):
+    for _ in range(n):
         buf = _Buf(16)
         refs.append(weakref.ref(buf))
         pool.give(buf)
         del buf
+    return pool, refs
+
+
+async def test_release_frees_the_buffers_a_few_per_loop_step() -> None:
+    pool, refs = _pool_of_watched(40)
     seen: list[int] = []  # buffers alive at each loop step while release() runs
 
     async def watch() -> None:
@@ -126,13 +132,7 @@ async def test_release_frees_the_buffers_a_few_per_loop_step() -> None:
 
 
 async def test_release_frees_everything_in_a_cancelled_scope() -> None:
-    pool = ChunkPool(keep=40)
-    refs = []
-    for _ in range(40):
-        buf = _Buf(16)
-        refs.append(weakref.ref(buf))
-        pool.give(buf)
-        del buf
+    pool, refs = _pool_of_watched(40)
     with anyio.CancelScope() as scope:
         scope.cancel()
         await pool.release()  # the upload was cancelled: its buffers are freed all the same
