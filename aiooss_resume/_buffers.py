@@ -93,9 +93,6 @@ class ChunkPool:
         if isinstance(buf, (bytearray, mmap.mmap)) and len(self._free) < self._keep:
             self._free.append(buf)
 
-    def clear(self) -> None:
-        self._free.clear()
-
     async def release(self) -> None:
         """Free the kept buffers a few at a time, yielding to the event loop in between.
 

@@ -234,7 +234,7 @@ def _crc_range(fd: int, offset: int, size: int, crc: int = 0) -> int:
 
 
 class SourceFile:
-    """An open source file read by ``pread`` off the event loop, into reused buffers."""
+    """An open source file read by ``preadv`` off the event loop, into reused buffers."""
 
     def __init__(self, fd: int, io: IoRunner, *, keep: int = 8) -> None:
         self._fd = fd

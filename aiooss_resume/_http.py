@@ -53,8 +53,8 @@ __all__ = [
 ]
 
 Chunk = bytes | bytearray | memoryview
-"""A piece of a streamed request body. A ``bytearray`` (or a ``memoryview`` of one) is a
-buffer the library may fill with a later chunk once nothing refers to it any more: a
+"""A piece of a streamed request body. Anything but ``bytes`` (a ``memoryview`` of a read
+buffer, usually) may be filled with a later chunk once nothing refers to it any more: a
 transport that keeps a chunk after asking for the next one keeps a reference to it (or a
 copy), and never changes it."""
 
@@ -331,12 +331,13 @@ class AiohttpTransport:
             yield b""
             async for chunk in chunks:
                 deadline.reschedule(loop.time() + self._read_timeout)
-                view = chunk if isinstance(chunk, bytes) else memoryview(chunk)
+                view: Chunk
                 if 0 < step < len(chunk):
-                    view = memoryview(chunk)
+                    view = memoryview(chunk)  # slices of a view are views, of bytes copies
                     for start in range(0, len(chunk), step):
                         yield view[start : start + step]
                 else:
+                    view = chunk if isinstance(chunk, bytes) else memoryview(chunk)
                     yield view
                 del view
             deadline.reschedule(loop.time() + self._read_timeout)

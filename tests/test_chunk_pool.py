@@ -26,7 +26,7 @@ import anyio.lowlevel
 import pytest
 
 import aiooss_resume as oss
-from aiooss_resume import _buffers, _fileio
+from aiooss_resume import _buffers, _fileio, _http
 from aiooss_resume._fileio import CHUNK_SIZE, ChunkPool
 from aiooss_resume._http import AiohttpTransport, HttpRequest, HttpResponse
 from aiooss_resume.testing import ThreadedOssServer, self_signed_tls
@@ -271,4 +271,24 @@ async def test_the_transport_sends_the_head_alone_and_buffers_as_views() -> None
     assert out[0] == b""  # the head goes out alone, not joined with 1 MiB of body
     assert [type(piece) for piece in out[1:]] == [memoryview, bytes, memoryview]
     assert b"".join(out) == b"abcdefgh"
+    await transport.aclose()
+
+
+async def test_tls_write_slices_are_views_of_every_kind_of_chunk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_http, "WRITE_SLICE", 2)
+    transport = AiohttpTransport()
+
+    async def chunks() -> AsyncIterator[bytes | bytearray | memoryview]:
+        yield bytearray(b"abc")
+        yield b"defg"  # slicing bytes would copy each slice
+        yield b"h"  # not longer than a slice: passed on whole
+
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(None) as deadline:
+        out = [piece async for piece in transport._watch(chunks(), deadline, loop, True)]
+    assert out[0] == b""
+    assert [bytes(piece) for piece in out[1:]] == [b"ab", b"c", b"de", b"fg", b"h"]
+    assert [type(piece) for piece in out[1:]] == [memoryview] * 4 + [bytes]
     await transport.aclose()
