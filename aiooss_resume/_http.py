@@ -151,6 +151,11 @@ class HttpRequest:
 
     Its ``repr`` hides secrets: the ``Authorization`` signature, the STS token and any other
     value in :data:`SECRET_HEADERS`, presigned-URL signatures, and the body's bytes.
+
+    ``body`` is ``bytes``, or a callable returning a fresh async iterator of chunks (one
+    call per attempt). A chunk may be a ``memoryview`` of a read buffer that the library
+    fills again once nothing refers to it: a transport that needs a chunk after asking for
+    the next one keeps a reference to it (or copies it), and never changes it.
     """
 
     method: str

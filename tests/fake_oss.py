@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import itertools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -247,3 +247,36 @@ class FakeOss:
         )
         body = encode_list_uploads_result(result, url_encode=True)
         return HttpResponse(200, {"date": format_http_date(datetime.now(UTC))}, body)
+
+
+class PullingTransport:
+    """Pulls a part's body one chunk at a time, calling ``on_chunk(index)`` before each
+    next pull (the index of the chunk just received), then hands the body to the fake."""
+
+    def __init__(self, fake: FakeOss) -> None:
+        self.fake = fake
+        self.on_chunk: Callable[[int], object] | None = None
+
+    async def send(self, request: HttpRequest) -> HttpResponse:
+        body = request.body
+        if callable(body):
+            chunks: AsyncIterator[bytes | bytearray | memoryview] = body()
+            data = bytearray()
+            index = 0
+            try:
+                async for chunk in chunks:
+                    data += chunk
+                    if self.on_chunk is not None:
+                        result = self.on_chunk(index)
+                        if asyncio.iscoroutine(result):
+                            await result
+                    index += 1
+            finally:
+                await chunks.aclose()  # type: ignore[attr-defined]
+            request = HttpRequest(
+                request.method, request.url, dict(request.headers), bytes(data), len(data)
+            )
+        return await self.fake.handle(request)
+
+    async def aclose(self) -> None:
+        return None

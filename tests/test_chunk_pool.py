@@ -31,7 +31,7 @@ from aiooss_resume._fileio import CHUNK_SIZE, ChunkPool
 from aiooss_resume._http import AiohttpTransport, HttpRequest, HttpResponse
 from aiooss_resume.testing import ThreadedOssServer, self_signed_tls
 
-from .fake_oss import FakeOss
+from .fake_oss import FakeOss, PullingTransport
 
 pytestmark = pytest.mark.anyio
 
@@ -162,27 +162,6 @@ class KeepingTransport:
         return None
 
 
-class CopyingTransport:
-    """Copies each chunk out as it arrives and lets it go, as a socket transport does."""
-
-    def __init__(self, fake: FakeOss) -> None:
-        self.fake = fake
-
-    async def send(self, request: HttpRequest) -> HttpResponse:
-        body = request.body
-        if callable(body):
-            data = bytearray()
-            async for chunk in body():
-                data += chunk
-            request = HttpRequest(
-                request.method, request.url, dict(request.headers), bytes(data), len(data)
-            )
-        return await self.fake.handle(request)
-
-    async def aclose(self) -> None:
-        return None
-
-
 def _client(transport: object) -> oss.Client:
     return oss.Client(
         "http://127.0.0.1:1",
@@ -222,12 +201,7 @@ async def test_an_upload_reads_into_a_bounded_set_of_buffers(
     src = tmp_path / "src.bin"
     src.write_bytes(os.urandom(64 * MIB))
     fake = FakeOss()
-    async with oss.Client(
-        "http://127.0.0.1:1",
-        credentials=oss.Credentials("ak", "sk"),
-        region="cn-hangzhou",
-        transport=CopyingTransport(fake),
-    ) as client:
+    async with _client(PullingTransport(fake)) as client:  # copies each chunk as it comes
         await client.bucket("bkt").upload_file("k", src, 4 * MIB, routines=2)
     assert fake.objects["k"][0] == src.read_bytes()
     # 64 chunks in 16 parts, two in flight with one read ahead each: the pool's buffers

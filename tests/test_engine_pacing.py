@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,7 +30,7 @@ from aiooss_resume._fileio import CHUNK_SIZE
 from aiooss_resume._http import HttpRequest, HttpResponse
 from aiooss_resume.testing import ThreadedOssServer, self_signed_tls
 
-from .fake_oss import FakeOss
+from .fake_oss import FakeOss, PullingTransport
 from .reliability_helpers import wait_until
 
 pytestmark = pytest.mark.anyio
@@ -65,39 +65,6 @@ class Reads:
 
     def started(self, offset: int) -> bool:
         return offset in self.offsets
-
-
-class PullingTransport:
-    """Pulls a part's body one chunk at a time, calling ``on_chunk(index)`` before each
-    next pull (the index of the chunk just received), then hands the body to the fake."""
-
-    def __init__(self, fake: FakeOss) -> None:
-        self.fake = fake
-        self.on_chunk: Callable[[int], object] | None = None
-
-    async def send(self, request: HttpRequest) -> HttpResponse:
-        body = request.body
-        if callable(body):
-            chunks: AsyncIterator[bytes] = body()
-            data = bytearray()
-            index = 0
-            try:
-                async for chunk in chunks:
-                    data += chunk
-                    if self.on_chunk is not None:
-                        result = self.on_chunk(index)
-                        if asyncio.iscoroutine(result):
-                            await result
-                    index += 1
-            finally:
-                await chunks.aclose()  # type: ignore[attr-defined]
-            request = HttpRequest(
-                request.method, request.url, dict(request.headers), bytes(data), len(data)
-            )
-        return await self.fake.handle(request)
-
-    async def aclose(self) -> None:
-        return None
 
 
 def _client(transport: object) -> oss.Client:
